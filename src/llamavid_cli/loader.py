@@ -1,0 +1,184 @@
+"""The one loader: model spec → a ready LlamaVid with its tokenizers, weights read once.
+
+resolve (folder / hub id / alias) → config.json → modules built without memory → shards read
+once and renamed through KEY_MAP → strict load → dtype, device, optional 4/8-bit LLM.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from . import checkpoints
+from .config import ModelConfig, read_config
+from .errors import CheckpointError, UsageError
+from .model.llamavid import LlamaVid, parameters_on_meta
+from .model.prompt import LlamaTokenizer
+from .model.qformer import load_bert_tokenizer
+from .model.vision import resize_pos_embed
+
+DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+QUANTIZE = ("none", "8bit", "4bit")
+
+
+@dataclass
+class Loaded:
+    model: LlamaVid
+    tokenizer: LlamaTokenizer
+    config: ModelConfig
+    name: str  # what the user asked for, resolved to a hub id where there is one
+    folder: Path
+    fingerprint: str  # identifies the weights: .vidtok files record it
+    device: torch.device
+    dtype: torch.dtype
+    quantize: str
+
+
+def pick_device(device: str = "auto") -> torch.device:
+    if device == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    try:
+        picked = torch.device(device)
+    except RuntimeError:
+        raise UsageError(f"unknown device {device!r} (expected auto, cpu, cuda, cuda:N or mps)") from None
+    if picked.type == "cuda" and not torch.cuda.is_available():
+        raise UsageError("--device cuda was asked for but PyTorch sees no CUDA GPU; use --device cpu")
+    if picked.type == "mps" and not torch.backends.mps.is_available():
+        raise UsageError("--device mps was asked for but this PyTorch has no MPS support; use --device cpu")
+    return picked
+
+
+def pick_dtype(dtype: str, device: torch.device) -> torch.dtype:
+    """fp16 on GPUs (the released precision), float32 on the CPU where fp16 matmuls are slow."""
+    if dtype == "auto":
+        return torch.float32 if device.type == "cpu" else torch.float16
+    if dtype not in DTYPES:
+        raise UsageError(f"unknown dtype {dtype!r} (expected auto, {', '.join(DTYPES)})")
+    return DTYPES[dtype]
+
+
+def fingerprint(folder: Path, files: list[Path]) -> str:
+    """Cheap identity of a checkpoint: config, shard names and sizes (no hashing of gigabytes)."""
+    digest = hashlib.sha256((folder / "config.json").read_bytes())
+    for path in files:
+        digest.update(f"{path.name}:{path.stat().st_size}".encode())
+    return digest.hexdigest()[:16]
+
+
+def model_name(spec: str, folder: Path) -> str:
+    repo = checkpoints.ALIASES.get(spec, spec)
+    return repo if not Path(spec).expanduser().exists() else str(folder)
+
+
+def load_state(config: ModelConfig, files: list[Path], eva_weights: Path | None) -> dict[str, torch.Tensor]:
+    """Read the shards once and rename to our module tree, the EVA tower included."""
+    raw = checkpoints.read_weights(files)
+    state: dict[str, torch.Tensor] = {}
+    eva: dict[str, torch.Tensor] = {}
+    for key, value in raw.items():
+        if key.startswith(checkpoints.VISION_PREFIX):
+            eva[key[len(checkpoints.VISION_PREFIX) :]] = value
+            continue
+        new = checkpoints.rename(key)
+        if new is not None:
+            state[new] = value
+    if not eva:  # older checkpoints: the tower lives in LAVIS' separate file
+        eva = checkpoints.load_lavis_eva(eva_weights or checkpoints.default_eva_path())
+    vision = checkpoints.convert_eva(eva, config.vision.num_hidden_layers)
+    pos = vision.get("embeddings.position_embedding")
+    if pos is not None:
+        vision["embeddings.position_embedding"] = resize_pos_embed(pos, config.vision.num_patches)
+    state.update({f"vision.{k}": v for k, v in vision.items()})
+    return state
+
+
+def assemble(config: ModelConfig, state: dict[str, torch.Tensor]) -> LlamaVid:
+    """Build on meta, then load strictly: any missing or unexpected key is named in one line."""
+    with parameters_on_meta():
+        model = LlamaVid(config)
+    expected = set(model.state_dict())  # meta tensors: no memory
+    missing = sorted(expected - set(state))
+    unexpected = sorted(set(state) - expected)
+    if missing or unexpected:
+        parts = []
+        if missing:
+            parts.append(f"missing {len(missing)} keys ({', '.join(missing[:3])}{', …' if len(missing) > 3 else ''})")
+        if unexpected:
+            parts.append(
+                f"unexpected {len(unexpected)} keys ({', '.join(unexpected[:3])}{', …' if len(unexpected) > 3 else ''})"
+            )
+        raise CheckpointError("checkpoint does not match its config.json: " + "; ".join(parts))
+    try:
+        model.load_state_dict(state, strict=True, assign=True)
+    except RuntimeError as exc:
+        first = str(exc).split("\n\t")[1] if "\n\t" in str(exc) else str(exc)
+        raise CheckpointError(f"checkpoint does not match its config.json: {first.strip()}") from None
+    return model.eval().requires_grad_(False)
+
+
+def load_model(
+    spec: str = checkpoints.DEFAULT_MODEL,
+    *,
+    device: str = "auto",
+    dtype: str = "auto",
+    quantize: str = "none",
+    eva_weights: Path | None = None,
+    download: bool = True,
+) -> Loaded:
+    """Everything `ask`, `encode` and `chat` need from a checkpoint, loaded once."""
+    if quantize not in QUANTIZE:
+        raise UsageError(f"unknown quantization {quantize!r} (expected {', '.join(QUANTIZE)})")
+    folder = checkpoints.resolve(spec, download=download)
+    config = read_config(folder)
+    files = checkpoints.shard_files(folder)
+    tokenizer_file = folder / "tokenizer.model"
+    if not tokenizer_file.is_file():
+        raise CheckpointError(f"{folder} has no tokenizer.model")
+    target = pick_device(device)
+    torch_dtype = pick_dtype(dtype, target)
+
+    model = assemble(config, load_state(config, files, eva_weights))
+    if quantize == "none":
+        model.to(device=target, dtype=torch_dtype)
+    else:
+        from .quantize import quantize_llm
+
+        # The vision tower and Q-Former stay in half precision; only the LLM's linears shrink.
+        half = torch.float16 if torch_dtype == torch.float32 and target.type != "cpu" else torch_dtype
+        model.to(dtype=half)
+        quantize_llm(model.llm, quantize, compute_dtype=half)
+        model.to(device=target)
+        torch_dtype = half
+    model.bert_tokenizer = load_bert_tokenizer(checkpoints.hub_file(checkpoints.BERT_TOKENIZER_REPO, "vocab.txt"))
+    return Loaded(
+        model=model,
+        tokenizer=LlamaTokenizer(tokenizer_file),
+        config=config,
+        name=model_name(spec, folder),
+        folder=folder,
+        fingerprint=fingerprint(folder, files),
+        device=target,
+        dtype=torch_dtype,
+        quantize=quantize,
+    )
+
+
+def describe(loaded: Loaded) -> dict:
+    """What `--json` outputs say about the model in use."""
+    return {
+        "model": loaded.name,
+        "fingerprint": loaded.fingerprint,
+        "device": str(loaded.device),
+        "dtype": str(loaded.dtype).removeprefix("torch."),
+        "quantize": loaded.quantize,
+        "context_length": loaded.config.context_length,
+        "long_video": loaded.config.long_video,
+    }
+
