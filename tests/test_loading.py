@@ -188,3 +188,19 @@ def test_bad_device_and_dtype_are_usage_errors(tiny_video_ckpt):
         load_model(str(tiny_video_ckpt), device="tpu")
     with pytest.raises(UsageError, match="unknown dtype 'float8'"):
         load_model(str(tiny_video_ckpt), device="cpu", dtype="float8")
+
+
+def test_spreading_the_llm_over_devices_keeps_greedy_output(tiny_video_ckpt):
+    """The multi-GPU split, exercised with two CPU 'devices': hooks must carry activations,
+    position embeddings and the cache through, and bring the logits back."""
+    from llamavid_cli import pipeline
+    from llamavid_cli.devices import spread_llm
+
+    single = load_model(str(tiny_video_ckpt), device="cpu", dtype="float32")
+    split = load_model(str(tiny_video_ckpt), device="cpu", dtype="float32")
+    assert spread_llm(split.model.llm, [torch.device("cpu"), torch.device("cpu")]) == [1, 1]
+    tokens = single.model.encode_frames(torch.randn(2, 3, 224, 224), "Who?").sequence()
+    ids = pipeline.build_prompt(single, "Who?", 2)
+    a = single.model.generate(ids, tokens, max_new_tokens=8, temperature=0).output_ids
+    b = split.model.generate(ids, tokens, max_new_tokens=8, temperature=0).output_ids
+    assert a == b

@@ -14,6 +14,7 @@ import torch
 
 from . import checkpoints
 from .config import ModelConfig, read_config
+from .devices import gpus_needed, spread_llm
 from .errors import CheckpointError, UsageError
 from .model.llamavid import LlamaVid, parameters_on_meta
 from .model.prompt import LlamaTokenizer
@@ -77,6 +78,14 @@ def model_name(spec: str, folder: Path) -> str:
     return repo if not Path(spec).expanduser().exists() else str(folder)
 
 
+def identify(spec: str, *, download: bool = True) -> tuple[str, str]:
+    """(name, fingerprint) of a checkpoint without reading its weights: lets a command refuse a
+    mismatched .vidtok before spending a minute loading the model."""
+    folder = checkpoints.resolve(spec, download=download)
+    read_config(folder)
+    return model_name(spec, folder), fingerprint(folder, checkpoints.shard_files(folder))
+
+
 def load_state(config: ModelConfig, files: list[Path], eva_weights: Path | None) -> dict[str, torch.Tensor]:
     """Read the shards once and rename to our module tree, the EVA tower included."""
     raw = checkpoints.read_weights(files)
@@ -123,6 +132,25 @@ def assemble(config: ModelConfig, state: dict[str, torch.Tensor]) -> LlamaVid:
     return model.eval().requires_grad_(False)
 
 
+def place(model: LlamaVid, target: torch.device, dtype: torch.dtype) -> None:
+    """Move to `target`; with `cuda` (no index) and an LLM too big for the first GPU, spread the
+    LLM's layers over all visible GPUs."""
+    model.to(dtype=dtype)
+    gpus = [target]
+    if target.type == "cuda" and target.index is None:
+        llm_bytes = sum(p.numel() * p.element_size() for p in model.llm.parameters())
+        gpus = gpus_needed(llm_bytes) or [target]
+    if len(gpus) == 1:
+        model.to(gpus[0])
+        return
+    for name, child in model.named_children():
+        if name != "llm":
+            child.to(gpus[0])
+    for param in model.parameters(recurse=False):  # the learned queries
+        param.data = param.data.to(gpus[0])
+    spread_llm(model.llm, gpus)
+
+
 def load_model(
     spec: str = checkpoints.DEFAULT_MODEL,
     *,
@@ -146,7 +174,7 @@ def load_model(
 
     model = assemble(config, load_state(config, files, eva_weights))
     if quantize == "none":
-        model.to(device=target, dtype=torch_dtype)
+        place(model, target, torch_dtype)
     else:
         from .quantize import quantize_llm
 

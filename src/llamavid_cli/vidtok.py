@@ -86,7 +86,12 @@ def write(path: Path, vidtok: Vidtok) -> Path:
     return path
 
 
-def read(path: Path) -> Vidtok:
+def read_header(path: Path) -> Vidtok:
+    """Metadata and shapes only (no tensor data read): enough to check version and model."""
+    return read(path, tensors=False)
+
+
+def read(path: Path, tensors: bool = True) -> Vidtok:
     """Load and validate; every failure is a one-line VidtokError."""
     from safetensors import SafetensorError, safe_open
 
@@ -97,7 +102,7 @@ def read(path: Path) -> Vidtok:
         with safe_open(str(path), framework="pt") as f:
             meta = f.metadata() or {}
             keys = set(f.keys())
-            tensors = {k: f.get_tensor(k) for k in keys}
+            data = {k: (f.get_tensor(k) if tensors else f.get_slice(k)) for k in keys}
     except (SafetensorError, OSError, ValueError) as exc:
         raise VidtokError(f"{path} is not a readable .vidtok file ({str(exc).splitlines()[0]})") from None
     if meta.get("format") != FORMAT:
@@ -114,16 +119,17 @@ def read(path: Path) -> Vidtok:
     missing = {"context", "content", "timestamps"} - keys
     if missing:
         raise VidtokError(f"{path} lacks the tensor(s) {', '.join(sorted(missing))}")
-    context, content, stamps = tensors["context"], tensors["content"], tensors["timestamps"]
-    frames = context.shape[0]
-    features = tensors.get("features")
+    context, content, stamps = data["context"], data["content"], data["timestamps"]
+    features = data.get("features")
+    shape = {k: tuple(v.shape if tensors else v.get_shape()) for k, v in data.items()}
+    frames = shape["context"][0]
     if (
-        context.ndim != 2
-        or content.ndim != 3
-        or content.shape[0] != frames
-        or content.shape[2] != context.shape[1]
-        or stamps.shape != (frames,)
-        or (features is not None and (features.ndim != 3 or features.shape[0] != frames))
+        len(shape["context"]) != 2
+        or len(shape["content"]) != 3
+        or shape["content"][0] != frames
+        or shape["content"][2] != shape["context"][1]
+        or shape["timestamps"] != (frames,)
+        or (features is not None and (len(shape["features"]) != 3 or shape["features"][0] != frames))
     ):
         raise VidtokError(f"{path} has inconsistent tensor shapes; encode the video again")
     try:

@@ -1,0 +1,54 @@
+"""A conversation about one source: history, turns and transcripts (the REPL lives in cli/chat.py).
+
+Every turn re-attends the stored features with the latest question, as the original did at
+each chat turn (method.md §5), and the history holds clean answers (no doubled `</s>`).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from . import pipeline
+from .loader import Loaded
+from .model.prompt import Conversation
+
+
+@dataclass
+class ChatSession:
+    loaded: Loaded
+    prepared: pipeline.Prepared
+    source: str
+    generation: pipeline.GenerationSettings = field(default_factory=pipeline.GenerationSettings)
+    conversation: Conversation = field(default_factory=Conversation)
+
+    def ask(self, question: str, on_text: Callable[[str], None] | None = None) -> pipeline.Answer:
+        result = pipeline.answer(
+            self.loaded, self.prepared, question, history=self.conversation.history,
+            generation=self.generation, on_text=on_text, source=self.source,
+        )
+        self.conversation.add(question, result.answer)
+        return result
+
+    def reset(self) -> None:
+        self.conversation = Conversation()
+
+    def markdown(self) -> str:
+        lines = [f"# llamavid chat: {self.source}", "", f"Model: {self.loaded.name}", ""]
+        for question, answer in self.conversation.history:
+            lines += [f"**You:** {question}", "", f"**LLaMA-VID:** {answer}", ""]
+        return "\n".join(lines)
+
+    def save(self, path: Path) -> Path:
+        """Markdown transcript, or the JSON [question, answer] pairs `ask --history` reads (.json)."""
+        path = Path(path)
+        if path.suffix == ".json":
+            text = json.dumps([list(turn) for turn in self.conversation.history], indent=2, ensure_ascii=False)
+        else:
+            text = self.markdown()
+        tmp = path.with_name(f".{path.name}.tmp")
+        tmp.write_text(text + "\n")
+        tmp.replace(path)
+        return path

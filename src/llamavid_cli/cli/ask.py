@@ -1,0 +1,77 @@
+"""`llamavid ask SOURCE QUESTION`: one answer, streamed to stdout."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from .. import pipeline
+from ..errors import UsageError
+from ..loader import describe, identify
+from . import options as o
+from .app import app
+from .common import existing_file, load
+from .output import Output
+
+
+def read_history(path: Path | None) -> list[tuple[str, str]]:
+    """A JSON list of [question, answer] pairs (what chat's /save --json writes)."""
+    if path is None:
+        return []
+    try:
+        pairs = json.loads(Path(path).read_text())
+        if not all(isinstance(p, list) and len(p) == 2 and all(isinstance(s, str) for s in p) for p in pairs):
+            raise ValueError
+    except (OSError, ValueError):
+        raise UsageError(f"{path} is not a JSON list of [question, answer] pairs") from None
+    return [(q, a) for q, a in pairs]
+
+
+@app.command()
+def ask(
+    source: Annotated[Path, typer.Argument(help="A video, an image or a .vidtok file.", show_default=False)],
+    question: Annotated[str, typer.Argument(help="What to ask about it.", show_default=False)],
+    model: o.ModelOpt = o.DEFAULTS["model"],
+    device: o.DeviceOpt = "auto",
+    dtype: o.DtypeOpt = "auto",
+    quantize: o.QuantizeOpt = "none",
+    eva_weights: o.EvaOpt = None,
+    temperature: o.TemperatureOpt = 0.2,
+    top_p: o.TopPOpt = 0.7,
+    max_new_tokens: o.MaxNewTokensOpt = 512,
+    seed: o.SeedOpt = None,
+    fps: o.FpsOpt = 1.0,
+    max_frames: o.MaxFramesOpt = None,
+    start: o.StartOpt = None,
+    end: o.EndOpt = None,
+    history: Annotated[
+        Optional[Path], typer.Option("--history", help="Continue a conversation: JSON list of [question, answer] pairs.")
+    ] = None,
+    json_out: o.JsonOpt = False,
+) -> None:
+    """Answer one question about a video, image or .vidtok; the answer streams to stdout.
+
+    Examples:
+
+      llamavid ask movie.mp4 "who is the villain?"
+
+      llamavid ask clip.vidtok "what happens at the end?" --temperature 0 --json
+    """
+    out = Output(json_out)
+    existing_file(source)
+    turns = read_history(history)
+    sampling = pipeline.Sampling(fps, max_frames, o.parse_time(start, "--start"), o.parse_time(end, "--end"))
+    pipeline.check_source(source, identify(model))
+    loaded = load(out, model, device, dtype, quantize, eva_weights)
+    result = pipeline.ask(
+        loaded, source, question, history=turns, sampling=sampling,
+        generation=pipeline.GenerationSettings(temperature, top_p, max_new_tokens, seed),
+        on_text=None if json_out else out.stream, on_note=out.warn,
+    )
+    if json_out:
+        out.json({**result.as_dict(), **describe(loaded)})
+    else:
+        out.end_stream()

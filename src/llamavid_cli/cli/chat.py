@@ -1,0 +1,130 @@
+"""`llamavid chat SOURCE`: an interactive conversation about one video, image or .vidtok."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from .. import pipeline
+from ..chat import ChatSession
+from ..errors import ContextLengthError
+from ..loader import identify
+from . import options as o
+from .app import app
+from .common import existing_file, load
+from .output import Output
+
+HELP = """Commands:
+  /reset        forget the conversation (the video stays loaded)
+  /save FILE    write the transcript (.md) or the [question, answer] pairs (.json)
+  /info         show the source and the model
+  /help         this list
+  /exit         leave (Ctrl-D works too; Ctrl-C stops an answer)"""
+
+
+def _lines(interactive: bool):
+    """Questions from the prompt (with line editing) or one per line from piped stdin."""
+    if interactive:
+        try:
+            import readline  # noqa: F401  (line editing and history for input())
+        except ImportError:
+            pass
+        while True:
+            try:
+                yield input("You: ")
+            except EOFError:
+                print(file=sys.stderr)
+                return
+    else:
+        for line in sys.stdin:
+            yield line.rstrip("\n")
+
+
+@app.command()
+def chat(
+    source: Annotated[Path, typer.Argument(help="A video, an image or a .vidtok file.", show_default=False)],
+    model: o.ModelOpt = o.DEFAULTS["model"],
+    device: o.DeviceOpt = "auto",
+    dtype: o.DtypeOpt = "auto",
+    quantize: o.QuantizeOpt = "none",
+    eva_weights: o.EvaOpt = None,
+    temperature: o.TemperatureOpt = 0.2,
+    top_p: o.TopPOpt = 0.7,
+    max_new_tokens: o.MaxNewTokensOpt = 512,
+    seed: o.SeedOpt = None,
+    fps: o.FpsOpt = 1.0,
+    max_frames: o.MaxFramesOpt = None,
+    start: o.StartOpt = None,
+    end: o.EndOpt = None,
+) -> None:
+    """Talk about one video: each answer streams as it is generated; /help lists the commands.
+
+    With stdin piped, each line is one question and each answer is printed on its own line.
+    """
+    out = Output()
+    existing_file(source)
+    sampling = pipeline.Sampling(fps, max_frames, o.parse_time(start, "--start"), o.parse_time(end, "--end"))
+    pipeline.check_source(source, identify(model))
+    loaded = load(out, model, device, dtype, quantize, eva_weights)
+    with out.status(f"Reading {source.name}…"):
+        prepared = pipeline.prepare(loaded, source, sampling)
+    for note in prepared.notes:
+        out.warn(note)
+    session = ChatSession(
+        loaded, prepared, str(source), pipeline.GenerationSettings(temperature, top_p, max_new_tokens, seed)
+    )
+    interactive = sys.stdin.isatty()
+    out.info(f"{source.name}: {prepared.num_frames} frames. Ask away; /help for commands.")
+    for line in _lines(interactive):
+        question = line.strip()
+        if not question:
+            continue
+        if question.startswith("/"):
+            if not _command(out, session, question):
+                return
+            continue
+        if interactive:
+            out.err.print("LLaMA-VID: ", end="", style="bold")
+        try:
+            session.ask(question, on_text=out.stream)
+        except KeyboardInterrupt:
+            out.end_stream()
+            out.info("(answer stopped)")
+            continue
+        except ContextLengthError as exc:
+            out.end_stream()
+            out.warn(f"{exc}. Type /reset to start the conversation over.")
+            continue
+        out.end_stream()
+
+
+def _command(out: Output, session: ChatSession, line: str) -> bool:
+    """Run a /command; False means leave."""
+    name, _, arg = line.partition(" ")
+    if name in ("/exit", "/quit"):
+        return False
+    if name == "/reset":
+        session.reset()
+        out.info("Conversation cleared.")
+    elif name == "/save":
+        if not arg.strip():
+            out.warn("usage: /save FILE (.md transcript or .json pairs)")
+        else:
+            try:
+                out.info(f"Saved {session.save(Path(arg.strip()).expanduser())}")
+            except OSError as exc:
+                out.warn(f"could not save: {exc.strerror or exc}")
+    elif name == "/info":
+        out.info(
+            f"source {session.source}, {session.prepared.num_frames} frames, model {session.loaded.name}, "
+            f"{len(session.conversation.history)} turns"
+        )
+    elif name == "/help":
+        out.info(HELP)
+    else:
+        out.warn(f"unknown command {name}; /help lists them")
+    return True
+

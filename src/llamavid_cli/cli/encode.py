@@ -1,0 +1,117 @@
+"""`llamavid encode VIDEO…`: tokens to a .vidtok file, the model loaded once for all files."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from .. import pipeline, video, vidtok
+from ..errors import LlamaVidError, UsageError
+from . import options as o
+from .app import app
+from .common import existing_file, load
+from .output import Output
+
+
+def output_paths(videos: list[Path], output: Path | None) -> list[Path]:
+    """One file → `-o FILE.vidtok` or `-o DIR/`; several → `-o DIR`; default: beside each video."""
+    if output is None:
+        return [v.with_suffix(".vidtok") for v in videos]
+    if output.is_dir() or len(videos) > 1 or str(output).endswith("/"):
+        if output.exists() and not output.is_dir():
+            raise UsageError(f"{output} is a file; several videos need an output folder")
+        output.mkdir(parents=True, exist_ok=True)
+        return [output / (v.stem + ".vidtok") for v in videos]
+    if not output.parent.is_dir():
+        raise UsageError(f"the folder {output.parent} does not exist")
+    return [output]
+
+
+@app.command()
+def encode(
+    videos: Annotated[list[Path], typer.Argument(help="Videos (or images) to encode.", show_default=False)],
+    output: Annotated[
+        Optional[Path], typer.Option("--output", "-o", help="Output .vidtok file, or a folder for several videos.")
+    ] = None,
+    prompt: Annotated[
+        str, typer.Option("--prompt", "-p", help="Instruction the stored context tokens are computed for.")
+    ] = pipeline.DEFAULT_PROMPT,
+    keep_features: Annotated[
+        bool,
+        typer.Option("--keep-features", help="Also store the visual features (float16) so every later question gets its own context tokens."),
+    ] = False,
+    model: o.ModelOpt = o.DEFAULTS["model"],
+    device: o.DeviceOpt = "auto",
+    dtype: o.DtypeOpt = "auto",
+    quantize: o.QuantizeOpt = "none",
+    eva_weights: o.EvaOpt = None,
+    fps: o.FpsOpt = 1.0,
+    max_frames: o.MaxFramesOpt = None,
+    start: o.StartOpt = None,
+    end: o.EndOpt = None,
+    json_out: o.JsonOpt = False,
+) -> None:
+    """Compute each frame's context and content tokens and write them to a .vidtok file.
+
+    Examples:
+
+      llamavid encode talk.mp4 -o talk.vidtok --keep-features
+
+      llamavid encode clips/*.mp4 -o tokens/
+    """
+    out = Output(json_out)
+    for v in videos:
+        existing_file(v)
+    if len(videos) == 1:
+        pipeline.check_source(videos[0])
+    targets = output_paths(videos, output)
+    sampling = pipeline.Sampling(fps, max_frames, o.parse_time(start, "--start"), o.parse_time(end, "--end"))
+    loaded = load(out, model, device, dtype, quantize, eva_weights)
+    results, failed = [], 0
+    for source, target in zip(videos, targets):
+        try:
+            results.append(_encode_one(out, loaded, source, target, prompt, sampling, keep_features))
+        except LlamaVidError as exc:
+            if len(videos) == 1:
+                raise
+            failed += 1
+            out.err.print(f"Error: {source}: {exc}", markup=False)
+    if json_out:
+        out.json(results if len(videos) > 1 else results[0])
+    if failed:
+        raise typer.Exit(1)
+
+
+def _encode_one(out: Output, loaded, source: Path, target: Path, prompt: str, sampling, keep: bool) -> dict:
+    expected = None
+    if not video.is_image(source):
+        info = video.probe(source)
+        span = (sampling.end or info.duration or 0) - (sampling.start or 0)
+        expected = max(1, int(span * min(sampling.fps, info.fps or sampling.fps))) if span > 0 else None
+        if sampling.max_frames and expected:
+            expected = min(expected, sampling.max_frames)
+    started = time.perf_counter()
+    with out.progress() as bar:
+        task = bar.add_task(source.name, total=expected, rate="")
+
+        def advance(n: int) -> None:
+            done = bar.tasks[0].completed + n
+            rate = done / max(time.perf_counter() - started, 1e-9)
+            bar.update(task, advance=n, rate=f"{rate:.1f} frames/s")
+
+        encoded = pipeline.encode_source(loaded, source, prompt, sampling, keep_features=keep, on_frames=advance)
+    for warning in encoded.warnings:
+        out.warn(f"{source}: {warning}")
+    vidtok.write(target, pipeline.to_vidtok(loaded, encoded, prompt, sampling))
+    out.info(f"{source} → {target} ({encoded.tokens.num_frames} frames, {encoded.seconds:.1f} s)")
+    return {
+        "source": str(source),
+        "output": str(target),
+        "frames": encoded.tokens.num_frames,
+        "features": keep,
+        "seconds": round(encoded.seconds, 3),
+        "model": loaded.name,
+    }

@@ -1,0 +1,51 @@
+"""`llamavid info FILE.vidtok`: what a token file holds."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from .. import vidtok
+from . import options as o
+from .app import app
+from .output import Output
+
+
+def summary(path: Path, stored: vidtok.Vidtok) -> dict:
+    return {
+        "file": str(path),
+        "frames": stored.num_frames,
+        "tokens_per_frame": 1 + stored.content.shape[1],
+        "hidden_size": stored.context.shape[1],
+        "duration": stored.timestamps[-1].item() if stored.num_frames else 0.0,
+        "features": list(stored.features.shape) if stored.features is not None else None,
+        "model": stored.model,
+        "fingerprint": stored.fingerprint,
+        "prompt": stored.prompt,
+        "sampling": stored.sampling,
+        "source": stored.source,
+        "subtitles": len(stored.subtitles),
+        "tool_version": stored.tool_version,
+        "created": stored.created,
+    }
+
+
+@app.command()
+def info(
+    file: Annotated[Path, typer.Argument(help="A .vidtok file.", show_default=False)],
+    json_out: o.JsonOpt = False,
+) -> None:
+    """Show what a .vidtok file holds: frames, model, prompt, source."""
+    data = summary(file, vidtok.read(file))
+    out = Output(json_out)
+    if json_out:
+        out.json(data)
+        return
+    table = Table(show_header=False, box=None)
+    for key, value in data.items():
+        table.add_row(key, str(value))
+    Console(highlight=False).print(table)

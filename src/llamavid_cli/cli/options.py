@@ -1,0 +1,59 @@
+"""Options shared by several commands, declared once so their names, defaults and help agree."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from ..checkpoints import ALIASES, DEFAULT_MODEL
+
+ModelOpt = Annotated[
+    str,
+    typer.Option(
+        "--model", "-m", envvar="LLAMAVID_MODEL",
+        help=f"Checkpoint: an alias ({', '.join(ALIASES)}), a hub id or a local folder.",
+    ),
+]
+DeviceOpt = Annotated[
+    str, typer.Option("--device", envvar="LLAMAVID_DEVICE", help="auto, cpu, cuda, cuda:N or mps.")
+]
+DtypeOpt = Annotated[
+    str,
+    typer.Option("--dtype", envvar="LLAMAVID_DTYPE", help="auto (float16 on GPUs, float32 on CPU), float32, float16, bfloat16."),
+]
+QuantizeOpt = Annotated[
+    str,
+    typer.Option("--quantize", envvar="LLAMAVID_QUANTIZE", help="LLM weights: none, 8bit or 4bit (NF4, needs bitsandbytes)."),
+]
+EvaOpt = Annotated[
+    Optional[Path],
+    typer.Option("--eva-weights", help="LAVIS eva_vit_g.pth, only for checkpoints whose shards lack the vision tower."),
+]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout instead of text.")]
+TemperatureOpt = Annotated[
+    float, typer.Option("--temperature", "-t", min=0.0, help="Sampling temperature; 0 is greedy and reproducible.")
+]
+TopPOpt = Annotated[float, typer.Option("--top-p", min=0.0, max=1.0, help="Nucleus sampling mass.")]
+MaxNewTokensOpt = Annotated[int, typer.Option("--max-new-tokens", min=1, help="Longest answer, in tokens.")]
+SeedOpt = Annotated[Optional[int], typer.Option("--seed", help="Seed for sampling, for repeatable answers.")]
+FpsOpt = Annotated[float, typer.Option("--fps", min=0.0, help="Frames sampled per second of video (released models: 1).")]
+MaxFramesOpt = Annotated[Optional[int], typer.Option("--max-frames", min=1, help="Keep at most N evenly spaced frames.")]
+StartOpt = Annotated[Optional[str], typer.Option("--start", help="Start of the time range: seconds, MM:SS or H:MM:SS.")]
+EndOpt = Annotated[Optional[str], typer.Option("--end", help="End of the time range: seconds, MM:SS or H:MM:SS.")]
+
+DEFAULTS = {"model": DEFAULT_MODEL, "device": "auto", "dtype": "auto", "quantize": "none"}
+
+
+def parse_time(value: str | None, flag: str) -> float | None:
+    """`75`, `75.5`, `1:15` or `0:01:15` → seconds."""
+    if value is None:
+        return None
+    if not re.fullmatch(r"\d+(\.\d+)?|(\d+:)?\d{1,2}:\d{1,2}(\.\d+)?", value.strip()):
+        raise typer.BadParameter(f"{value!r} is not a time (use seconds, MM:SS or H:MM:SS)", param_hint=flag)
+    seconds = 0.0
+    for part in value.strip().split(":"):
+        seconds = seconds * 60 + float(part)
+    return seconds

@@ -1,0 +1,361 @@
+"""The functions the CLI calls: encode a source into tokens, answer a question about it.
+
+Data flows one way: file → frames (video.py) → pixels (pixels.py) → tower features →
+tokens for an instruction → (a .vidtok) → prompt → LLM → text. A source is a video, a
+still image or a .vidtok; which one is found by opening it, never by its name.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterator
+
+import numpy as np
+import torch
+
+from . import pixels, video, vidtok
+from .errors import ContextLengthError, UsageError, VideoError
+from .loader import Loaded
+from .model.llamavid import IMAGE_PLACEHOLDER, CallbackStreamer, FrameTokens
+from .model.prompt import IMAGE_TOKEN, Conversation, movie_text, tokenize_prompt
+
+DEFAULT_PROMPT = "Describe this video in detail."
+DECODE_BATCH = 16  # frames decoded and pushed through the tower together
+
+
+@dataclass
+class Sampling:
+    """Which frames to take: method.md §4 by default (1 fps, no cap)."""
+
+    fps: float = 1.0
+    max_frames: int | None = None
+    start: float | None = None
+    end: float | None = None
+
+    def as_dict(self) -> dict:
+        return {"fps": self.fps, "max_frames": self.max_frames, "start": self.start, "end": self.end}
+
+
+@dataclass
+class GenerationSettings:
+    """The original chat CLI's defaults: temperature 0.2, top-p 0.7, 512 new tokens."""
+
+    temperature: float = 0.2
+    top_p: float = 0.7
+    max_new_tokens: int = 512
+    seed: int | None = None
+
+
+@dataclass
+class Encoded:
+    tokens: FrameTokens
+    timestamps: list[float]
+    features: torch.Tensor | None  # [F, T, V] float16 on the CPU when kept
+    source: dict
+    warnings: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+@dataclass
+class Answer:
+    answer: str
+    source: str
+    model: str
+    frames: int
+    duration: float | None
+    prompt_ids: list[int]
+    output_ids: list[int]
+    timings: dict[str, float]
+    notes: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict:
+        return {
+            "answer": self.answer,
+            "source": self.source,
+            "model": self.model,
+            "frames": self.frames,
+            "duration": self.duration,
+            "timings": self.timings,
+            "tokens": {"prompt": len(self.prompt_ids), "output": len(self.output_ids)},
+            "prompt_ids": self.prompt_ids,
+            "output_ids": self.output_ids,
+        }
+
+
+# ---- sources ---------------------------------------------------------------------------
+
+
+def is_vidtok(path: Path) -> bool:
+    """A safetensors header that names our format (cheap: reads the header only)."""
+    try:
+        with open(path, "rb") as f:
+            size = int.from_bytes(f.read(8), "little")
+            return 0 < size < 100_000_000 and b'"llamavid.vidtok"' in f.read(min(size, 1 << 20))
+    except OSError:
+        return False
+
+
+def check_source(path: Path, model: tuple[str, str] | None = None) -> str:
+    """Fail fast, before the model loads: "vidtok", "image" or "video", or a one-line error.
+
+    `model` is (name, fingerprint) of the checkpoint in use, to refuse a .vidtok made by another."""
+    path = Path(path)
+    if is_vidtok(path):
+        stored = vidtok.read_header(path)
+        if model:
+            vidtok.check_model(stored, path, *model)
+        return "vidtok"
+    if video.probe(path).is_image:
+        return "image"
+    return "video"
+
+
+def source_info(path: Path) -> dict:
+    """Name, size, a sampled content hash (size + first and last 4 MiB) and the stream's shape."""
+    size = path.stat().st_size
+    digest = hashlib.sha256(str(size).encode())
+    with open(path, "rb") as f:
+        digest.update(f.read(4 << 20))
+        if size > 8 << 20:
+            f.seek(-(4 << 20), 2)
+            digest.update(f.read())
+    info = video.probe(path)
+    return {
+        "name": path.name, "size": size, "hash": digest.hexdigest()[:32], "duration": info.duration,
+        "width": info.width, "height": info.height, "fps": info.fps, "codec": info.codec,
+    }
+
+
+def _pixel_batches(loaded: Loaded, path: Path, sampling: Sampling, warnings: list[str]) -> Iterator[tuple[torch.Tensor, list[float]]]:
+    """Normalised pixel batches [b,3,S,S] on the model's device, with their timestamps."""
+    size = loaded.config.vision.image_size
+    device, dtype = loaded.model.vision_device, loaded.model.vision_dtype
+    if video.is_image(path):
+        image = video.load_image(path)
+        if loaded.config.pad_images:
+            image = pixels.pad_to_square(image)
+        yield pixels.normalize(pixels.resize_and_crop(image, size)[None], device, dtype), [0.0]
+        return
+    batch, stamps = [], []
+    frames = video.iter_frames(
+        path, fps=sampling.fps, max_frames=sampling.max_frames, start=sampling.start, end=sampling.end,
+        size=size, on_warning=warnings.append,
+    )
+    for frame in frames:
+        batch.append(frame.image)
+        stamps.append(frame.time)
+        if len(batch) == DECODE_BATCH:
+            yield pixels.normalize(np.stack(batch), device, dtype), stamps
+            batch, stamps = [], []
+    if batch:
+        yield pixels.normalize(np.stack(batch), device, dtype), stamps
+
+
+def encode_source(
+    loaded: Loaded,
+    path: Path,
+    instruction: str,
+    sampling: Sampling | None = None,
+    *,
+    keep_features: bool = False,
+    on_frames: Callable[[int], None] | None = None,
+) -> Encoded:
+    """Video or image → context and content tokens for `instruction` (features kept on request)."""
+    sampling = sampling or Sampling()
+    path = Path(path)
+    started = time.perf_counter()
+    warnings: list[str] = []
+    model = loaded.model
+    contexts, contents, stamps, kept = [], [], [], []
+    for batch, times in _pixel_batches(loaded, path, sampling, warnings):
+        features = model.vision_features(batch)  # (b, 1+P, V)
+        tokens = model.frame_tokens(features, instruction)
+        contexts.append(tokens.context)
+        contents.append(tokens.content)
+        stamps += times
+        if keep_features:
+            kept.append(features.to("cpu", torch.float16))
+        if on_frames:
+            on_frames(len(times))
+    if not contexts:
+        raise VideoError(f"{path}: no frames in the chosen range; widen --start/--end or raise --fps")
+    info = source_info(path)
+    return Encoded(
+        tokens=FrameTokens(torch.cat(contexts), torch.cat(contents)),
+        timestamps=stamps,
+        features=torch.cat(kept) if keep_features else None,
+        source=info,
+        warnings=warnings,
+        seconds=time.perf_counter() - started,
+    )
+
+
+def to_vidtok(loaded: Loaded, encoded: Encoded, instruction: str, sampling: Sampling) -> vidtok.Vidtok:
+    return vidtok.Vidtok(
+        context=encoded.tokens.context[:, 0],
+        content=encoded.tokens.content,
+        timestamps=torch.tensor(encoded.timestamps, dtype=torch.float64),
+        model=loaded.name,
+        fingerprint=loaded.fingerprint,
+        prompt=instruction,
+        features=encoded.features,
+        features_cls=True,
+        sampling=sampling.as_dict(),
+        source=encoded.source,
+    )
+
+
+@dataclass
+class Prepared:
+    """A source made ready for questions: tower features (exact context tokens for any question),
+    or fixed tokens from a .vidtok without features, or tokens already made for one question."""
+
+    source: dict
+    timestamps: list[float]
+    features: torch.Tensor | None = None
+    features_cls: bool = True
+    fixed: FrameTokens | None = None
+    made_for: tuple[str, FrameTokens] | None = None
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def num_frames(self) -> int:
+        return len(self.timestamps)
+
+    def tokens(self, loaded: Loaded, question: str) -> FrameTokens:
+        if self.made_for and self.made_for[0] == question:
+            return self.made_for[1]
+        if self.features is not None:
+            return loaded.model.frame_tokens(self.features, question, has_cls=self.features_cls)
+        if self.fixed is None:
+            raise ValueError("prepared source holds neither features nor tokens")
+        return self.fixed
+
+
+def prepare(
+    loaded: Loaded, path: Path, sampling: Sampling | None = None, *, question: str | None = None,
+    on_frames: Callable[[int], None] | None = None,
+) -> Prepared:
+    """Open a .vidtok, or decode a video/image. With `question`, compute just that question's
+    tokens (one-shot `ask`); without, keep the features so every later question is exact (`chat`)."""
+    path = Path(path)
+    if is_vidtok(path):
+        stored = vidtok.read(path)
+        vidtok.check_model(stored, path, loaded.name, loaded.fingerprint)
+        prepared = Prepared(stored.source, stored.timestamps.tolist(), stored.features, stored.features_cls)
+        if stored.features is None:
+            prepared.fixed = FrameTokens(stored.context[:, None], stored.content)
+            prepared.notes.append(
+                f"{path.name} holds no features: answering with context tokens made for its encode prompt "
+                f"({stored.prompt!r}); encode with --keep-features for question-specific context"
+            )
+        return prepared
+    encoded = encode_source(
+        loaded, path, question or DEFAULT_PROMPT, sampling, keep_features=question is None, on_frames=on_frames
+    )
+    prepared = Prepared(encoded.source, encoded.timestamps, encoded.features, notes=list(encoded.warnings))
+    prepared.made_for = (question or DEFAULT_PROMPT, encoded.tokens)
+    return prepared
+
+
+def build_prompt(loaded: Loaded, question: str, frames: int, history: list[tuple[str, str]] | None = None) -> list[int]:
+    """vicuna_v1 prompt ids with placeholders (method.md §6; §7 for the long-video model)."""
+    conversation = Conversation(list(history or []))
+    video_text = movie_text([[] for _ in range(frames)]) if loaded.config.long_video else IMAGE_TOKEN + "\n"
+    return tokenize_prompt(loaded.tokenizer, conversation.prompt(question, video_text))
+
+
+def check_context(loaded: Loaded, prompt_ids: list[int], visual_rows: int, max_new_tokens: int) -> int:
+    """Refuse a prompt that cannot fit; return how many new tokens still fit."""
+    limit = loaded.config.context_length
+    used = sum(1 for i in prompt_ids if i != IMAGE_PLACEHOLDER) + visual_rows
+    if used >= limit:
+        raise ContextLengthError(
+            f"the prompt needs {used} tokens ({visual_rows} for the video) but {loaded.name} holds {limit}; "
+            "sample fewer frames (--fps 0.5, --max-frames N), pick a --start/--end range, or use the long-video "
+            "model (--model long-7b)"
+        )
+    return min(max_new_tokens, limit - used)
+
+
+def answer(
+    loaded: Loaded,
+    prepared: Prepared,
+    question: str,
+    *,
+    history: list[tuple[str, str]] | None = None,
+    generation: GenerationSettings | None = None,
+    on_text: Callable[[str], None] | None = None,
+    source: str = "",
+) -> Answer:
+    """Answer one question about a prepared source, streaming text to `on_text`."""
+    if not question.strip():
+        raise UsageError("the question is empty")
+    generation = generation or GenerationSettings()
+    started = time.perf_counter()
+    tokens = prepared.tokens(loaded, question)
+    visual = tokens.sequence()
+    prompt_ids = build_prompt(loaded, question, tokens.num_frames, history)
+    new_tokens = check_context(loaded, prompt_ids, visual.shape[0], generation.max_new_tokens)
+    encoded_at = time.perf_counter()
+    first: list[float] = []
+
+    def stream(text: str) -> None:
+        if not first:
+            first.append(time.perf_counter())
+        if on_text:
+            on_text(text)
+
+    streamer = CallbackStreamer(loaded.tokenizer.decode, stream, loaded.config.llm.eos_token_id)
+    result = loaded.model.generate(
+        prompt_ids, visual, max_new_tokens=new_tokens, temperature=generation.temperature,
+        top_p=generation.top_p, seed=generation.seed, streamer=streamer,
+    )
+    done = time.perf_counter()
+    return Answer(
+        answer=loaded.tokenizer.decode(result.output_ids).strip(),
+        source=source or prepared.source.get("name", ""),
+        model=loaded.name,
+        frames=tokens.num_frames,
+        duration=prepared.source.get("duration"),
+        prompt_ids=prompt_ids,
+        output_ids=result.output_ids,
+        timings={
+            "tokens_s": round(encoded_at - started, 4),
+            "first_token_s": round((first[0] if first else done) - started, 4),
+            "generate_s": round(done - encoded_at, 4),
+        },
+    )
+
+
+def ask(
+    loaded: Loaded,
+    path: Path,
+    question: str,
+    *,
+    history: list[tuple[str, str]] | None = None,
+    sampling: Sampling | None = None,
+    generation: GenerationSettings | None = None,
+    on_text: Callable[[str], None] | None = None,
+    on_note: Callable[[str], None] | None = None,
+) -> Answer:
+    """One question about a video, image or .vidtok, from file to answer."""
+    if not question.strip():
+        raise UsageError("the question is empty")
+    started = time.perf_counter()
+    prepared = prepare(loaded, path, sampling, question=question)
+    for note in prepared.notes:
+        if on_note:
+            on_note(note)
+    decoded = time.perf_counter() - started
+    result = answer(
+        loaded, prepared, question, history=history, generation=generation, on_text=on_text, source=str(path)
+    )
+    result.timings = {"encode_s": round(decoded, 4), **result.timings}
+    result.timings["first_token_s"] = round(result.timings["first_token_s"] + decoded, 4)
+    result.timings["total_s"] = round(time.perf_counter() - started, 4)
+    result.notes = prepared.notes
+    return result

@@ -1,0 +1,183 @@
+"""End-to-end CLI behaviour on the tiny checkpoint: stdout, stderr, exit codes and files."""
+
+import json
+import re
+
+import pytest
+from typer.testing import CliRunner
+
+import media
+from llamavid_cli.cli.app import app
+
+CPU = ["--device", "cpu", "--dtype", "float32"]
+ANSI = re.compile(r"\x1b\[")
+
+
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory):
+    return media.make_video(tmp_path_factory.mktemp("media") / "clip.mp4", seconds=4, fps=10, width=96, height=64)
+
+
+@pytest.fixture(scope="module")
+def picture(tmp_path_factory):
+    return media.make_image(tmp_path_factory.mktemp("media") / "still.png", width=80, height=48)
+
+
+def run(*args, input=None, env=None):
+    return CliRunner().invoke(app, [str(a) for a in args], input=input, env=env)
+
+
+def ask_json(source, model, *extra):
+    result = run("ask", source, "What is happening?", "--model", model, "--temperature", 0,
+                 "--max-new-tokens", 6, "--json", *CPU, *extra)
+    assert result.exit_code == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+def test_encode_writes_a_vidtok_that_info_describes(clip, tiny_video_ckpt, tmp_path):
+    out = tmp_path / "clip.vidtok"
+    result = run("encode", clip, "--model", tiny_video_ckpt, "--prompt", "Describe it.", "-o", out, *CPU)
+    assert result.exit_code == 0, result.stderr
+    assert out.is_file() and result.stdout == ""
+    info = run("info", out, "--json")
+    data = json.loads(info.stdout)
+    assert data["frames"] == 4 and data["tokens_per_frame"] == 2 and data["prompt"] == "Describe it."
+    assert data["features"] is None and data["sampling"]["fps"] == 1.0
+    assert [name for name in tmp_path.iterdir()] == [out]  # no temp file left behind
+
+
+def test_ask_json_traces_the_answer_token_by_token(clip, tiny_video_ckpt):
+    data = ask_json(clip, tiny_video_ckpt)
+    assert {"answer", "prompt_ids", "output_ids", "model", "frames", "timings"} <= set(data)
+    assert data["prompt_ids"].count(-200) == 1 and data["prompt_ids"][0] == 1
+    assert 0 < len(data["output_ids"]) <= 6 and data["frames"] == 4
+
+
+def test_greedy_ask_is_reproducible(clip, tiny_video_ckpt):
+    assert ask_json(clip, tiny_video_ckpt)["output_ids"] == ask_json(clip, tiny_video_ckpt)["output_ids"]
+
+
+def test_ask_streams_plain_text_to_stdout(clip, tiny_video_ckpt):
+    streamed = run("ask", clip, "What is happening?", "--model", tiny_video_ckpt, "-t", 0, "--max-new-tokens", 6, *CPU)
+    assert streamed.exit_code == 0, streamed.stderr
+    assert streamed.stdout == ask_json(clip, tiny_video_ckpt)["answer"] + "\n"
+
+
+def test_ask_on_an_image(picture, tiny_image_ckpt):
+    data = ask_json(picture, tiny_image_ckpt)
+    assert data["frames"] == 1
+
+
+def test_ask_on_a_vidtok_with_features_recomputes_context_for_the_question(clip, tiny_video_ckpt, tmp_path):
+    out = tmp_path / "f.vidtok"
+    assert run("encode", clip, "--model", tiny_video_ckpt, "-o", out, "--keep-features", *CPU).exit_code == 0
+    result = run("ask", out, "What is happening?", "--model", tiny_video_ckpt, "-t", 0, "--max-new-tokens", 4, "--json", *CPU)
+    assert result.exit_code == 0, result.stderr
+    assert "no features" not in result.stderr
+    assert json.loads(result.stdout)["frames"] == 4
+
+
+def test_ask_on_a_vidtok_without_features_says_so(clip, tiny_video_ckpt, tmp_path):
+    out = tmp_path / "plain.vidtok"
+    assert run("encode", clip, "--model", tiny_video_ckpt, "-o", out, *CPU).exit_code == 0
+    result = run("ask", out, "Who?", "--model", tiny_video_ckpt, "-t", 0, "--max-new-tokens", 3, *CPU)
+    assert result.exit_code == 0
+    assert "holds no features" in result.stderr
+
+
+def test_vidtok_from_another_model_is_refused(clip, tiny_video_ckpt, tiny_grid_ckpt, tmp_path):
+    out = tmp_path / "v.vidtok"
+    assert run("encode", clip, "--model", tiny_video_ckpt, "-o", out, *CPU).exit_code == 0
+    result = run("ask", out, "Who?", "--model", tiny_grid_ckpt, *CPU)
+    assert result.exit_code == 1
+    assert result.stderr.startswith("Error: ") and "encoded with" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize(
+    "make, expected",
+    [
+        (lambda p: p / "missing.mp4", "does not exist"),
+        (lambda p: (p / "notes.mp4").write_text("hello") and p / "notes.mp4", "Error: "),
+        (lambda p: media.make_audio(p / "song.m4a"), "Error: "),
+    ],
+)
+def test_bad_sources_give_one_line_and_no_traceback(make, expected, tiny_video_ckpt, tmp_path):
+    result = run("ask", make(tmp_path), "Who?", "--model", tiny_video_ckpt, *CPU)
+    assert result.exit_code != 0
+    assert expected in result.stderr
+    assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
+def test_model_folder_without_config_is_one_line(clip, tmp_path):
+    result = run("ask", clip, "Who?", "--model", tmp_path, *CPU)
+    assert result.exit_code == 1
+    assert result.stderr.strip() == f"Error: {tmp_path} has no config.json: point --model at a LLaMA-VID checkpoint folder"
+
+
+def test_encode_to_a_missing_folder_writes_nothing(clip, tiny_video_ckpt, tmp_path):
+    result = run("encode", clip, "--model", tiny_video_ckpt, "-o", tmp_path / "nope" / "x.vidtok", *CPU)
+    assert result.exit_code == 2 and "does not exist" in result.stderr
+    assert not (tmp_path / "nope").exists()
+
+
+def test_no_color_means_no_escape_codes(clip, tiny_video_ckpt):
+    result = run("ask", clip, "Who?", "--model", tiny_video_ckpt, "-t", 0, "--max-new-tokens", 3, *CPU, env={"NO_COLOR": "1"})
+    assert result.exit_code == 0 and not ANSI.search(result.stderr + result.stdout)
+
+
+def test_chat_reads_one_question_per_line_from_piped_stdin(clip, tiny_video_ckpt, tmp_path):
+    saved = tmp_path / "history.json"
+    result = run("chat", clip, "--model", tiny_video_ckpt, "-t", 0, "--max-new-tokens", 4, *CPU,
+                 input=f"Who is there?\nWhat next?\n/save {saved}\n")
+    assert result.exit_code == 0, result.stderr
+    assert len(result.stdout.splitlines()) == 2
+    pairs = json.loads(saved.read_text())
+    assert [q for q, _ in pairs] == ["Who is there?", "What next?"]
+    # the saved pairs continue the conversation in `ask --history`
+    follow = run("ask", clip, "And then?", "--model", tiny_video_ckpt, "-t", 0, "--max-new-tokens", 2,
+                 "--history", saved, "--json", *CPU)
+    assert follow.exit_code == 0, follow.stderr
+    assert json.loads(follow.stdout)["prompt_ids"].count(-200) == 1
+
+
+def test_summarize_reports_a_corrupt_file_and_finishes_the_batch(tiny_video_ckpt, tmp_path):
+    folder = tmp_path / "videos"
+    folder.mkdir()
+    for name in ("a.mp4", "b.mp4"):
+        media.make_video(folder / name, seconds=2, fps=10)
+    media.truncate(media.make_video(folder / "c.mp4", seconds=2, fps=10), 0.05)
+    result = run("summarize", folder, "--model", tiny_video_ckpt, "-t", 0, "--max-new-tokens", 3, "--json", *CPU)
+    assert result.exit_code == 1
+    lines = [json.loads(line) for line in result.stdout.splitlines()]
+    assert sorted(line["source"].rsplit("/", 1)[-1] for line in lines if "answer" in line) == ["a.mp4", "b.mp4"]
+    assert "c.mp4" in result.stderr
+
+
+def test_summarize_shards_cover_the_folder_exactly_once(tiny_video_ckpt, tmp_path):
+    folder = tmp_path / "videos"
+    folder.mkdir()
+    for i in range(5):
+        media.make_video(folder / f"v{i}.mp4", seconds=1, fps=5)
+    seen = []
+    for part in ("1/2", "2/2"):
+        result = run("summarize", folder, "--model", tiny_video_ckpt, "-t", 0, "--max-new-tokens", 1, "--json",
+                     "--shard", part, *CPU)
+        assert result.exit_code == 0, result.stderr
+        seen += [json.loads(line)["source"] for line in result.stdout.splitlines()]
+    assert sorted(seen) == sorted(str(folder / f"v{i}.mp4") for i in range(5))
+
+
+def test_every_command_has_help():
+    for command in ("ask", "encode", "info", "chat", "summarize"):
+        result = run(command, "--help")
+        assert result.exit_code == 0 and "Usage:" in result.stdout
+
+
+def test_man_page_is_generated_from_the_cli():
+    from pathlib import Path
+
+    from llamavid_cli.cli.manpage import render
+
+    page = Path(__file__).resolve().parents[1] / "man" / "llamavid.1"
+    assert page.read_text() == render(app), "regenerate: python -m llamavid_cli.cli.manpage > man/llamavid.1"
