@@ -44,7 +44,8 @@ def build_qformer(config: QFormerConfig, encoder_width: int, attn_implementation
 
 def load_bert_tokenizer(vocab_file: Path) -> BertTokenizer:
     """bert-base-uncased WordPiece + `[DEC]` as bos → 30523 ids, left truncation."""
-    tokenizer = BertTokenizer(vocab_file=str(vocab_file), do_lower_case=True, truncation_side="left")
+    # transformers 5 takes `vocab=`; an unknown `vocab_file=` would be ignored silently (all [UNK])
+    tokenizer = BertTokenizer(vocab=str(vocab_file), do_lower_case=True, truncation_side="left")
     tokenizer.add_special_tokens({"bos_token": "[DEC]"})
     return tokenizer
 
