@@ -16,7 +16,7 @@ from typing import Callable, Iterator
 import numpy as np
 import torch
 
-from . import pixels, video, vidtok
+from . import cache, pixels, video, vidtok
 from .errors import ContextLengthError, UsageError, VideoError
 from .loader import Loaded
 from .model.llamavid import IMAGE_PLACEHOLDER, CallbackStreamer, FrameTokens
@@ -162,6 +162,7 @@ def encode_source(
     *,
     keep_features: bool = False,
     on_frames: Callable[[int], None] | None = None,
+    info: dict | None = None,
 ) -> Encoded:
     """Video or image → context and content tokens for `instruction` (features kept on request)."""
     sampling = sampling or Sampling()
@@ -182,7 +183,7 @@ def encode_source(
             on_frames(len(times))
     if not contexts:
         raise VideoError(f"{path}: no frames in the chosen range; widen --start/--end or raise --fps")
-    info = source_info(path)
+    info = info or source_info(path)
     return Encoded(
         tokens=FrameTokens(torch.cat(contexts), torch.cat(contents)),
         timestamps=stamps,
@@ -237,28 +238,70 @@ class Prepared:
 
 def prepare(
     loaded: Loaded, path: Path, sampling: Sampling | None = None, *, question: str | None = None,
-    on_frames: Callable[[int], None] | None = None,
+    use_cache: bool = True, on_frames: Callable[[int], None] | None = None,
 ) -> Prepared:
-    """Open a .vidtok, or decode a video/image. With `question`, compute just that question's
-    tokens (one-shot `ask`); without, keep the features so every later question is exact (`chat`)."""
+    """Open a .vidtok, or decode a video/image, into something questions can be asked of.
+
+    Videos go through the encode cache: a hit skips decoding and the vision tower; a miss
+    encodes with features and stores them, so later questions are exact and fast. Without the
+    cache, `question` (if given) gets its tokens and no features are kept (one-shot `ask`)."""
     path = Path(path)
+    sampling = sampling or Sampling()
     if is_vidtok(path):
         stored = vidtok.read(path)
         vidtok.check_model(stored, path, loaded.name, loaded.fingerprint)
-        prepared = Prepared(stored.source, stored.timestamps.tolist(), stored.features, stored.features_cls)
+        prepared = from_vidtok(stored)
         if stored.features is None:
-            prepared.fixed = FrameTokens(stored.context[:, None], stored.content)
             prepared.notes.append(
                 f"{path.name} holds no features: answering with context tokens made for its encode prompt "
                 f"({stored.prompt!r}); encode with --keep-features for question-specific context"
             )
         return prepared
+    cacheable = use_cache and not video.is_image(path)
+    info = None
+    if cacheable:
+        info = source_info(path)
+        hit = cached(loaded, info, sampling)
+        if hit is not None:
+            return hit
+    keep = cacheable or question is None
     encoded = encode_source(
-        loaded, path, question or DEFAULT_PROMPT, sampling, keep_features=question is None, on_frames=on_frames
+        loaded, path, question or DEFAULT_PROMPT, sampling, keep_features=keep, on_frames=on_frames, info=info
     )
     prepared = Prepared(encoded.source, encoded.timestamps, encoded.features, notes=list(encoded.warnings))
     prepared.made_for = (question or DEFAULT_PROMPT, encoded.tokens)
+    if cacheable:
+        entry_key = cache.key(encoded.source["hash"], loaded.fingerprint, sampling.as_dict())
+        cache.store(entry_key, to_vidtok(loaded, encoded, question or DEFAULT_PROMPT, sampling))
     return prepared
+
+
+def from_vidtok(stored: vidtok.Vidtok, keep: torch.Tensor | None = None) -> Prepared:
+    """A Prepared from a stored encode; `keep` selects frames (a time range of a cached encode)."""
+    pick = (lambda t: t[keep]) if keep is not None else (lambda t: t)
+    features = pick(stored.features) if stored.features is not None else None
+    prepared = Prepared(stored.source, pick(stored.timestamps).tolist(), features, stored.features_cls)
+    if features is None:
+        prepared.fixed = FrameTokens(pick(stored.context)[:, None], pick(stored.content))
+    return prepared
+
+
+def cached(loaded: Loaded, info: dict, sampling: Sampling) -> Prepared | None:
+    """This exact encode from the cache, or a time range cut from the whole video's encode."""
+    stored = cache.lookup(cache.key(info["hash"], loaded.fingerprint, sampling.as_dict()))
+    if stored is not None:
+        return from_vidtok(stored)
+    if sampling.start is None and sampling.end is None:
+        return None
+    whole = Sampling(sampling.fps, sampling.max_frames)
+    stored = cache.lookup(cache.key(info["hash"], loaded.fingerprint, whole.as_dict()))
+    if stored is None or sampling.max_frames is not None:
+        return None
+    stamps = stored.timestamps
+    keep = (stamps >= (sampling.start or 0.0)) & (stamps < (sampling.end if sampling.end is not None else float("inf")))
+    if not keep.any():
+        raise VideoError("no frames in the chosen range; widen --start/--end")
+    return from_vidtok(stored, keep)
 
 
 def build_prompt(loaded: Loaded, question: str, frames: int, history: list[tuple[str, str]] | None = None) -> list[int]:
@@ -338,6 +381,7 @@ def ask(
     *,
     history: list[tuple[str, str]] | None = None,
     sampling: Sampling | None = None,
+    use_cache: bool = True,
     generation: GenerationSettings | None = None,
     on_text: Callable[[str], None] | None = None,
     on_note: Callable[[str], None] | None = None,
@@ -346,7 +390,7 @@ def ask(
     if not question.strip():
         raise UsageError("the question is empty")
     started = time.perf_counter()
-    prepared = prepare(loaded, path, sampling, question=question)
+    prepared = prepare(loaded, path, sampling, question=question, use_cache=use_cache)
     for note in prepared.notes:
         if on_note:
             on_note(note)

@@ -56,7 +56,7 @@ def root(
     """Ask questions about your videos with LLaMA-VID: every frame becomes two LLM tokens."""
 
 
-from . import ask, chat, encode, info, summarize  # noqa: E402  (commands register themselves on `app`)
+from . import ask, cache_cmd, chat, encode, info, summarize  # noqa: E402  (commands register themselves on `app`)
 
 
 def main() -> None:

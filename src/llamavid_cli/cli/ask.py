@@ -50,6 +50,7 @@ def ask(
     history: Annotated[
         Optional[Path], typer.Option("--history", help="Continue a conversation: JSON list of [question, answer] pairs.")
     ] = None,
+    no_cache: o.NoCacheOpt = False,
     json_out: o.JsonOpt = False,
 ) -> None:
     """Answer one question about a video, image or .vidtok; the answer streams to stdout.
@@ -67,7 +68,7 @@ def ask(
     pipeline.check_source(source, identify(model))
     loaded = load(out, model, device, dtype, quantize, eva_weights)
     result = pipeline.ask(
-        loaded, source, question, history=turns, sampling=sampling,
+        loaded, source, question, history=turns, sampling=sampling, use_cache=not no_cache,
         generation=pipeline.GenerationSettings(temperature, top_p, max_new_tokens, seed),
         on_text=None if json_out else out.stream, on_note=out.warn,
     )

@@ -59,6 +59,7 @@ def chat(
     max_frames: o.MaxFramesOpt = None,
     start: o.StartOpt = None,
     end: o.EndOpt = None,
+    no_cache: o.NoCacheOpt = False,
 ) -> None:
     """Talk about one video: each answer streams as it is generated; /help lists the commands.
 
@@ -70,7 +71,7 @@ def chat(
     pipeline.check_source(source, identify(model))
     loaded = load(out, model, device, dtype, quantize, eva_weights)
     with out.status(f"Reading {source.name}…"):
-        prepared = pipeline.prepare(loaded, source, sampling)
+        prepared = pipeline.prepare(loaded, source, sampling, use_cache=not no_cache)
     for note in prepared.notes:
         out.warn(note)
     session = ChatSession(

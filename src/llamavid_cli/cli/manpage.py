@@ -33,6 +33,22 @@ def _option(param: click.Parameter) -> str:
     return f".TP\n{names}\n{_roff(help_text)}\n"
 
 
+def _commands(group: click.Group, prefix: str) -> list[str]:
+    """A section per command, sub-commands of groups (`llamavid cache list`) included."""
+    lines: list[str] = []
+    ctx = click.Context(group, info_name=prefix)
+    for name in group.list_commands(ctx):
+        command = group.get_command(ctx, name)
+        if isinstance(command, click.Group):
+            lines += _commands(command, f"{prefix} {name}")
+            continue
+        usage = " ".join(p.name.upper() + ("..." if getattr(p, "nargs", 1) == -1 else "")
+                         for p in command.params if _is_argument(p))
+        lines += [f".SH {prefix} {name} {usage}".rstrip(), _roff(command.help or "")]
+        lines += [_option(p).rstrip("\n") for p in command.params if not _is_argument(p)]
+    return lines
+
+
 def render(app: typer.Typer) -> str:
     group = typer.main.get_command(app)
     lines = [
@@ -48,13 +64,7 @@ def render(app: typer.Typer) -> str:
             "model's context. Results go to stdout; progress and diagnostics to stderr."
         ),
     ]
-    ctx = click.Context(group, info_name="llamavid")
-    for name in group.list_commands(ctx):
-        command = group.get_command(ctx, name)
-        usage = " ".join(p.name.upper() + ("..." if getattr(p, "nargs", 1) == -1 else "")
-                         for p in command.params if _is_argument(p))
-        lines += [".SH " + f"llamavid {name} {usage}".strip().upper().replace("LLAMAVID ", "llamavid "), _roff(command.help or "")]
-        lines += [_option(p).rstrip("\n") for p in command.params if not _is_argument(p)]
+    lines += _commands(group, "llamavid")
     lines += [
         ".SH ENVIRONMENT",
         ".TP\n\\fBLLAMAVID_MODEL\\fR, \\fBLLAMAVID_DEVICE\\fR, \\fBLLAMAVID_DTYPE\\fR, \\fBLLAMAVID_QUANTIZE\\fR\nDefaults for the matching options.",

@@ -32,6 +32,9 @@ EvaOpt = Annotated[
     Optional[Path],
     typer.Option("--eva-weights", help="LAVIS eva_vit_g.pth, only for checkpoints whose shards lack the vision tower."),
 ]
+NoCacheOpt = Annotated[
+    bool, typer.Option("--no-cache", help="Neither read nor write the encode cache for this run.")
+]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout instead of text.")]
 TemperatureOpt = Annotated[
     float, typer.Option("--temperature", "-t", min=0.0, help="Sampling temperature; 0 is greedy and reproducible.")

@@ -98,6 +98,7 @@ def summarize(
     seed: o.SeedOpt = None,
     fps: o.FpsOpt = 1.0,
     max_frames: o.MaxFramesOpt = None,
+    no_cache: o.NoCacheOpt = False,
     json_out: o.JsonOpt = False,
 ) -> None:
     """Summarise many videos; a failing file is reported and the batch goes on (exit 1 if any failed).
@@ -127,7 +128,9 @@ def summarize(
         task = bar.add_task("videos", total=len(files), rate="")
         for source in files:
             try:
-                result = pipeline.ask(loaded, source, prompt, sampling=sampling, generation=generation)
+                result = pipeline.ask(
+                    loaded, source, prompt, sampling=sampling, generation=generation, use_cache=not no_cache
+                )
             except LlamaVidError as exc:
                 failed.append(source)
                 if json_out:
