@@ -1,0 +1,236 @@
+"""Tiny test media written with PyAV and PIL, whose pixels say which frame they are.
+
+Each video frame carries, in display orientation before any rotation metadata:
+  - a red band along the top edge and a green square in the top-left corner (orientation);
+  - its index as 15 bits, black or white cells in a 3×5 grid inside the central square
+    (the part a centre crop keeps), so `read_index` recovers it from a full frame or from
+    a `resize_and_crop` of it.
+Everything is small (64×48 to 320×240, a few seconds) so the whole suite stays fast.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+from PIL import Image
+
+CODE_ROWS, CODE_COLS = 3, 5
+MAX_INDEX = 2 ** (CODE_ROWS * CODE_COLS) - 1
+RED, GREEN = (220, 20, 20), (20, 200, 20)
+
+# What FFmpeg's subrip/mov_text encoders need before they open (an ASS header).
+_ASS_HEADER = (
+    "[Script Info]\nScriptType: v4.00+\nPlayResX: 384\nPlayResY: 288\n\n"
+    "[V4+ Styles]\nFormat: Name, Fontname, Fontsize, PrimaryColour, SecondaryColour, OutlineColour, "
+    "BackColour, Bold, Italic, Underline, StrikeOut, ScaleX, ScaleY, Spacing, Angle, BorderStyle, "
+    "Outline, Shadow, Alignment, MarginL, MarginR, MarginV, Encoding\n"
+    "Style: Default,Arial,16,&Hffffff,&Hffffff,&H0,&H0,0,0,0,0,100,100,0,0,1,1,0,2,10,10,10,0\n\n"
+    "[Events]\nFormat: Layer, Start, End, Style, Name, MarginL, MarginR, MarginV, Effect, Text\n"
+).encode()
+
+
+def _code_cells(height: int, width: int):
+    """(top, bottom, left, right) of each code cell, row-major, inside the central square."""
+    side = min(height, width)
+    top0, left0 = (height - side) // 2, (width - side) // 2
+    rows = np.linspace(0.3, 0.9, CODE_ROWS + 1) * side
+    cols = np.linspace(0.1, 0.9, CODE_COLS + 1) * side
+    for r in range(CODE_ROWS):
+        for c in range(CODE_COLS):
+            yield (
+                top0 + int(rows[r]), top0 + int(rows[r + 1]),
+                left0 + int(cols[c]), left0 + int(cols[c + 1]),
+            )
+
+
+def photo_like(height: int, width: int, seed: int = 0) -> np.ndarray:
+    """Smooth colour gradients plus per-pixel noise: a stand-in for camera content."""
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:height, 0:width].astype(np.float32)
+    r = 128 + 100 * np.sin(x / 37.0) * np.cos(y / 23.0)
+    g = 255 * x / width
+    b = 127 * (1 - y / height) + 60 * np.sin((x + y) / 11.0)
+    img = np.stack([r, g, b], -1) + rng.normal(0, 12, (height, width, 3))
+    return np.clip(img, 0, 255).round().astype(np.uint8)
+
+
+def pattern(index: int, height: int, width: int, kind: str = "index") -> np.ndarray:
+    """The RGB picture of frame `index` (see the module docstring)."""
+    if not 0 <= index <= MAX_INDEX:
+        raise ValueError(f"index {index} does not fit in the {CODE_ROWS * CODE_COLS}-bit code")
+    if kind == "photo":
+        img = photo_like(height, width, seed=index)
+    else:
+        img = np.full((height, width, 3), 128, np.uint8)
+    band = max(2, height // 8)
+    img[:band] = RED
+    img[:band, : max(2, width // 8)] = GREEN
+    for bit, (t, b, l, r) in enumerate(_code_cells(height, width)):
+        img[t:b, l:r] = 235 if index >> bit & 1 else 16
+    return img
+
+
+def read_index(image: np.ndarray) -> int:
+    """The index drawn by `pattern`, from an upright frame or a centre crop of one."""
+    h, w = image.shape[:2]
+    gray = image.astype(np.float32).mean(axis=2)
+    index = 0
+    for bit, (t, b, l, r) in enumerate(_code_cells(h, w)):
+        dt, dl = (b - t) // 4, (r - l) // 4  # sample the middle of the cell
+        if gray[t + dt : b - dt, l + dl : r - dl].mean() > 128:
+            index |= 1 << bit
+    return index
+
+
+def marker_side(image: np.ndarray) -> str:
+    """Which edge ("top", "bottom", "left", "right") carries the red band."""
+    h, w = image.shape[:2]
+    red = (image[..., 0].astype(int) > 150) & (image[..., 1].astype(int) < 100)
+    k = max(1, min(h, w) // 16)
+    scores = {
+        "top": red[:k].mean(),
+        "bottom": red[-k:].mean(),
+        "left": red[:, :k].mean(),
+        "right": red[:, -k:].mean(),
+    }
+    return max(scores, key=scores.get)
+
+
+def green_corner(image: np.ndarray) -> str:
+    """Which corner ("tl", "tr", "bl", "br") carries the green square."""
+    h, w = image.shape[:2]
+    green = (image[..., 1].astype(int) > 150) & (image[..., 0].astype(int) < 100)
+    k = max(1, min(h, w) // 16)
+    corners = {
+        "tl": green[:k, :k].mean(),
+        "tr": green[:k, -k:].mean(),
+        "bl": green[-k:, :k].mean(),
+        "br": green[-k:, -k:].mean(),
+    }
+    return max(corners, key=corners.get)
+
+
+def make_video(
+    path: str | Path,
+    *,
+    seconds: float = 2.0,
+    fps: float | Fraction = 10,
+    width: int = 64,
+    height: int = 48,
+    codec: str = "libx264",
+    pattern_kind: str = "index",
+    gop: int | None = None,
+    rotation: int = 0,
+    hflip: bool = False,
+    times: Sequence[float] | None = None,
+    subtitles: Sequence[tuple[float, float, str]] | None = None,
+    container_options: dict[str, str] | None = None,
+) -> Path:
+    """Write a video whose frame i shows `pattern(i)`; return its path.
+
+    codec: "libx264" (B-frames, like real files) or "mpeg4". gop: keyframe interval in
+    frames. rotation / hflip: display-matrix metadata (degrees counter-clockwise, as
+    PyAV's `set_display_rotation` and `VideoFrame.rotation`). times: explicit frame times
+    in seconds for a variable-frame-rate file (then `seconds` is ignored). subtitles:
+    (start, end, text) cues muxed as a SubRip track (use a .mkv path). container_options:
+    muxer options, e.g. {"movflags": "faststart"} to put an MP4's index first.
+    """
+    path = Path(path)
+    rate = Fraction(fps).limit_denominator(1001)
+    n = len(times) if times is not None else round(seconds * rate)
+    with av.open(str(path), "w", options=container_options or {}) as container:
+        stream = container.add_stream(codec, rate=rate)
+        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        if codec == "libx264":
+            options = {"preset": "ultrafast", "crf": "10", "bf": "2"}
+            if gop is not None:
+                options.update(g=str(gop), keyint_min=str(gop), sc_threshold="0")
+            stream.options = options
+        else:
+            stream.bit_rate = 4_000_000
+        if gop is not None:
+            stream.codec_context.gop_size = gop
+        if times is not None:
+            stream.codec_context.time_base = Fraction(1, 1000)
+        if rotation or hflip:
+            stream.set_display_rotation(rotation, hflip=hflip)
+        sub_stream = None
+        if subtitles:
+            sub_stream = container.add_stream("subrip")
+            sub_stream.codec_context.subtitle_header = _ASS_HEADER
+            sub_stream.metadata["language"] = "eng"
+        for i in range(n):
+            frame = av.VideoFrame.from_ndarray(pattern(i, height, width, pattern_kind), format="rgb24")
+            if times is not None:
+                frame.pts, frame.time_base = round(times[i] * 1000), Fraction(1, 1000)
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+        for start, end, text in subtitles or ():
+            packet = av.Packet(text.encode())
+            packet.stream = sub_stream
+            packet.time_base = Fraction(1, 1000)
+            packet.pts = packet.dts = round(start * 1000)
+            packet.duration = round((end - start) * 1000)
+            container.mux(packet)
+    return path
+
+
+def make_audio(path: str | Path, *, seconds: float = 1.0, rate: int = 16000) -> Path:
+    """An audio-only file (AAC; use .m4a or .mp4)."""
+    path = Path(path)
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("aac", rate=rate)
+        t = np.arange(round(seconds * rate)) / rate
+        samples = (0.2 * np.sin(2 * np.pi * 440 * t)).astype(np.float32)
+        for i in range(0, len(samples), 1024):
+            chunk = samples[i : i + 1024]
+            frame = av.AudioFrame.from_ndarray(chunk[None, :], format="fltp", layout="mono")
+            frame.sample_rate, frame.pts = rate, i
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    return path
+
+
+def make_undecodable(path: str | Path, *, packets: int = 10) -> Path:
+    """A valid Matroska file whose MPEG-4 video packets are random bytes."""
+    path = Path(path)
+    rng = np.random.default_rng(0)
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("mpeg4", rate=10)
+        stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
+        for i in range(packets):
+            packet = av.Packet(rng.integers(0, 256, 500, dtype=np.uint8).tobytes())
+            packet.stream, packet.time_base = stream, Fraction(1, 10)
+            packet.pts = packet.dts = i
+            packet.is_keyframe = True
+            container.mux(packet)
+    return path
+
+
+def truncate(path: str | Path, fraction: float = 0.5) -> Path:
+    """Cut a file to `fraction` of its bytes, as an interrupted download would."""
+    path = Path(path)
+    data = path.read_bytes()
+    path.write_bytes(data[: int(len(data) * fraction)])
+    return path
+
+
+def make_image(path: str | Path, width: int = 64, height: int = 48, *, orientation: int | None = None) -> Path:
+    """A still image with the orientation markers; `orientation` sets the EXIF tag (JPEG)."""
+    path = Path(path)
+    img = Image.fromarray(pattern(0, height, width))
+    if orientation is None:
+        img.save(path)
+    else:
+        exif = Image.Exif()
+        exif[0x0112] = orientation
+        img.save(path, exif=exif, quality=95)
+    return path
