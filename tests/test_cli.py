@@ -181,3 +181,56 @@ def test_man_page_is_generated_from_the_cli():
 
     page = Path(__file__).resolve().parents[1] / "man" / "llamavid.1"
     assert page.read_text() == render(app), "regenerate: python -m llamavid_cli.cli.manpage > man/llamavid.1"
+
+
+@pytest.fixture(scope="module")
+def small_context_ckpt(tmp_path_factory):
+    """A tiny short-video model with a 256-token context, so a 2-minute clip cannot fit."""
+    import checkpoint_factory as factory
+
+    return factory.write_checkpoint(tmp_path_factory.mktemp("ckpt") / "small-context", max_position_embeddings=256)
+
+
+@pytest.fixture(scope="module")
+def long_clip(tmp_path_factory):
+    return media.make_video(tmp_path_factory.mktemp("media") / "long.mp4", seconds=120, fps=2, width=32, height=32)
+
+
+def test_context_guard_refuses_before_decoding_with_the_numbers(long_clip, small_context_ckpt):
+    result = run("ask", long_clip, "Who?", "--model", small_context_ckpt, "--max-new-tokens", 16, *CPU)
+    assert result.exit_code == 1
+    message = result.stderr.strip()
+    assert message.startswith("Error: 120 frames × 2 tokens") and "holds 256" in message and "--fit" in message
+
+
+def test_fit_samples_fewer_frames_until_the_video_fits(long_clip, small_context_ckpt):
+    result = run("ask", long_clip, "Who?", "--model", small_context_ckpt, "--max-new-tokens", 16, "--fit",
+                 "-t", 0, "--json", *CPU)
+    assert result.exit_code == 0, result.stderr
+    data = json.loads(result.stdout)
+    assert 0 < data["frames"] < 120
+    assert len([i for i in data["prompt_ids"] if i != -200]) + 2 * data["frames"] + 16 <= 256
+    assert "--fit" in result.stderr
+
+
+def test_settings_file_then_environment_then_flags(clip, tiny_video_ckpt, tmp_path, monkeypatch):
+    config_dir = tmp_path / "config"
+    config_dir.mkdir()
+    monkeypatch.setenv("LLAMAVID_CONFIG_DIR", str(config_dir))
+    (config_dir / "config.toml").write_text(f'model = "{tiny_video_ckpt}"\ndevice = "cpu"\ndtype = "float32"\n')
+    args = ["ask", clip, "Who?", "-t", 0, "--max-new-tokens", 2, "--json"]
+    from_file = run(*args)
+    assert from_file.exit_code == 0, from_file.stderr
+    assert json.loads(from_file.stdout)["model"] == str(tiny_video_ckpt)
+    from_env = run(*args, env={"LLAMAVID_MODEL": str(tmp_path / "elsewhere")})
+    assert from_env.exit_code == 1 and "elsewhere" in from_env.stderr
+    from_flag = run(*args, "--model", tiny_video_ckpt, env={"LLAMAVID_MODEL": str(tmp_path / "elsewhere")})
+    assert from_flag.exit_code == 0
+
+
+def test_a_bad_settings_file_is_one_line(clip, tmp_path, monkeypatch):
+    monkeypatch.setenv("LLAMAVID_CONFIG_DIR", str(tmp_path))
+    (tmp_path / "config.toml").write_text("fps = 'fast'\n")
+    result = run("ask", clip, "Who?")
+    assert result.exit_code == 2
+    assert result.stderr.strip() == f"Error: {tmp_path / 'config.toml'}: fps must be a float, not 'fast'"

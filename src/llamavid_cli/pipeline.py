@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -226,6 +226,20 @@ class Prepared:
     def num_frames(self) -> int:
         return len(self.timestamps)
 
+    def subset(self, keep: list[int]) -> "Prepared":
+        """These frames only (evenly spaced ones, to fit a context)."""
+        pick = torch.tensor(keep)
+        made_for = None
+        if self.made_for:
+            question, tokens = self.made_for
+            made_for = (question, FrameTokens(tokens.context[pick], tokens.content[pick]))
+        return Prepared(
+            self.source, [self.timestamps[i] for i in keep],
+            self.features[pick] if self.features is not None else None, self.features_cls,
+            FrameTokens(self.fixed.context[pick], self.fixed.content[pick]) if self.fixed else None,
+            made_for, list(self.notes),
+        )
+
     def tokens(self, loaded: Loaded, question: str) -> FrameTokens:
         if self.made_for and self.made_for[0] == question:
             return self.made_for[1]
@@ -311,17 +325,42 @@ def build_prompt(loaded: Loaded, question: str, frames: int, history: list[tuple
     return tokenize_prompt(loaded.tokenizer, conversation.prompt(question, video_text))
 
 
-def check_context(loaded: Loaded, prompt_ids: list[int], visual_rows: int, max_new_tokens: int) -> int:
-    """Refuse a prompt that cannot fit; return how many new tokens still fit."""
-    limit = loaded.config.context_length
-    used = sum(1 for i in prompt_ids if i != IMAGE_PLACEHOLDER) + visual_rows
-    if used >= limit:
-        raise ContextLengthError(
-            f"the prompt needs {used} tokens ({visual_rows} for the video) but {loaded.name} holds {limit}; "
-            "sample fewer frames (--fps 0.5, --max-frames N), pick a --start/--end range, or use the long-video "
-            "model (--model long-7b)"
-        )
-    return min(max_new_tokens, limit - used)
+def text_tokens(loaded: Loaded, question: str, history: list[tuple[str, str]] | None = None) -> int:
+    """Prompt tokens that are not video: template, history, question (and the movie wrapper)."""
+    return sum(1 for i in build_prompt(loaded, question, 0, history) if i != IMAGE_PLACEHOLDER)
+
+
+def frame_budget(loaded: Loaded, question: str, history: list[tuple[str, str]] | None, max_new_tokens: int) -> int:
+    """Most frames that fit in the context beside the text and a full-length answer."""
+    room = loaded.config.context_length - text_tokens(loaded, question, history) - max_new_tokens
+    return max(0, room // loaded.config.tokens_per_frame())
+
+
+def context_error(loaded: Loaded, frames: int, question: str, history, max_new_tokens: int) -> ContextLengthError:
+    per_frame = loaded.config.tokens_per_frame()
+    text = text_tokens(loaded, question, history)
+    need = text + frames * per_frame + max_new_tokens
+    budget = frame_budget(loaded, question, history, max_new_tokens)
+    ways = f"sample at most {budget} frames (--fps, --max-frames N, or --fit to do it for you), pick a --start/--end range"
+    if not loaded.config.long_video:
+        ways += ", or use the long-video model (--model long-7b)"
+    return ContextLengthError(
+        f"{frames} frames × {per_frame} tokens + {text} text + {max_new_tokens} for the answer = {need} tokens, "
+        f"but {loaded.name} holds {loaded.config.context_length}; {ways}"
+    )
+
+
+def expected_frames(path: Path, sampling: Sampling) -> int:
+    """Frames the sampling will choose, from the container's metadata (before any decoding)."""
+    info = video.probe(path)
+    if info.is_image:
+        return 1
+    stride = video.frame_stride(info.fps, sampling.fps)
+    total = info.frame_count or round(info.duration * info.fps)
+    first = round((sampling.start or 0.0) * info.fps)
+    last = total if sampling.end is None else min(total, round(sampling.end * info.fps))
+    count = max(0, -(-(last - first) // stride))
+    return min(count, sampling.max_frames) if sampling.max_frames else count
 
 
 def answer(
@@ -342,7 +381,9 @@ def answer(
     tokens = prepared.tokens(loaded, question)
     visual = tokens.sequence()
     prompt_ids = build_prompt(loaded, question, tokens.num_frames, history)
-    new_tokens = check_context(loaded, prompt_ids, visual.shape[0], generation.max_new_tokens)
+    used = sum(1 for i in prompt_ids if i != IMAGE_PLACEHOLDER) + visual.shape[0]
+    if used + generation.max_new_tokens > loaded.config.context_length:
+        raise context_error(loaded, tokens.num_frames, question, history, generation.max_new_tokens)
     encoded_at = time.perf_counter()
     first: list[float] = []
 
@@ -354,7 +395,7 @@ def answer(
 
     streamer = CallbackStreamer(loaded.tokenizer.decode, stream, loaded.config.llm.eos_token_id)
     result = loaded.model.generate(
-        prompt_ids, visual, max_new_tokens=new_tokens, temperature=generation.temperature,
+        prompt_ids, visual, max_new_tokens=generation.max_new_tokens, temperature=generation.temperature,
         top_p=generation.top_p, seed=generation.seed, streamer=streamer,
     )
     done = time.perf_counter()
@@ -382,15 +423,39 @@ def ask(
     history: list[tuple[str, str]] | None = None,
     sampling: Sampling | None = None,
     use_cache: bool = True,
+    fit: bool = False,
     generation: GenerationSettings | None = None,
     on_text: Callable[[str], None] | None = None,
     on_note: Callable[[str], None] | None = None,
 ) -> Answer:
-    """One question about a video, image or .vidtok, from file to answer."""
+    """One question about a video, image or .vidtok, from file to answer.
+
+    The context is checked before any decoding: a video that cannot fit is refused with the
+    numbers, or with `fit`, sampled more sparsely (evenly spaced frames) until it fits."""
     if not question.strip():
         raise UsageError("the question is empty")
+    path = Path(path)
+    sampling = sampling or Sampling()
+    generation = generation or GenerationSettings()
     started = time.perf_counter()
+    budget = frame_budget(loaded, question, history, generation.max_new_tokens)
+    if budget == 0:
+        raise context_error(loaded, 0, question, history, generation.max_new_tokens)
+    notes: list[str] = []
+    if not is_vidtok(path):
+        expected = expected_frames(path, sampling)
+        if expected > budget:
+            if not fit:
+                raise context_error(loaded, expected, question, history, generation.max_new_tokens)
+            sampling = replace(sampling, max_frames=budget)
+            notes.append(f"sampling {budget} of {expected} frames so the video fits the context (--fit)")
     prepared = prepare(loaded, path, sampling, question=question, use_cache=use_cache)
+    if prepared.num_frames > budget:
+        if not fit:
+            raise context_error(loaded, prepared.num_frames, question, history, generation.max_new_tokens)
+        notes.append(f"using {budget} of {prepared.num_frames} frames so the video fits the context (--fit)")
+        prepared = prepared.subset(video.even_subset(prepared.num_frames, budget))
+    prepared.notes[:0] = notes
     for note in prepared.notes:
         if on_note:
             on_note(note)

@@ -12,7 +12,7 @@ import click
 import typer
 from typer.core import TyperGroup
 
-from .. import __version__
+from .. import __version__, settings
 from ..errors import LlamaVidError
 
 
@@ -51,12 +51,17 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def root(
+    ctx: typer.Context,
     version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Show the version and exit."),
 ) -> None:
     """Ask questions about your videos with LLaMA-VID: every frame becomes two LLM tokens."""
+    # Config-file settings become option defaults: flags and LLAMAVID_* variables still win.
+    defaults = settings.load()
+    if defaults and ctx.invoked_subcommand:
+        ctx.default_map = {ctx.invoked_subcommand: defaults}
 
 
-from . import ask, cache_cmd, chat, encode, info, summarize  # noqa: E402  (commands register themselves on `app`)
+from . import ask, cache_cmd, chat, encode, info, models, summarize  # noqa: E402  (commands register themselves on `app`)
 
 
 def main() -> None:

@@ -50,6 +50,7 @@ def ask(
     history: Annotated[
         Optional[Path], typer.Option("--history", help="Continue a conversation: JSON list of [question, answer] pairs.")
     ] = None,
+    fit: o.FitOpt = False,
     no_cache: o.NoCacheOpt = False,
     json_out: o.JsonOpt = False,
 ) -> None:
@@ -68,7 +69,7 @@ def ask(
     pipeline.check_source(source, identify(model))
     loaded = load(out, model, device, dtype, quantize, eva_weights)
     result = pipeline.ask(
-        loaded, source, question, history=turns, sampling=sampling, use_cache=not no_cache,
+        loaded, source, question, history=turns, sampling=sampling, use_cache=not no_cache, fit=fit,
         generation=pipeline.GenerationSettings(temperature, top_p, max_new_tokens, seed),
         on_text=None if json_out else out.stream, on_note=out.warn,
     )

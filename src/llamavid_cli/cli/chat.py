@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from .. import pipeline
+from .. import pipeline, video
 from ..chat import ChatSession
 from ..errors import ContextLengthError
 from ..loader import identify
@@ -16,6 +16,9 @@ from . import options as o
 from .app import app
 from .common import existing_file, load
 from .output import Output
+
+# room kept for the questions of a chat when --fit chooses how many frames to keep
+CHAT_QUESTION_ALLOWANCE = "x " * 48
 
 HELP = """Commands:
   /reset        forget the conversation (the video stays loaded)
@@ -59,6 +62,7 @@ def chat(
     max_frames: o.MaxFramesOpt = None,
     start: o.StartOpt = None,
     end: o.EndOpt = None,
+    fit: o.FitOpt = False,
     no_cache: o.NoCacheOpt = False,
 ) -> None:
     """Talk about one video: each answer streams as it is generated; /help lists the commands.
@@ -72,6 +76,12 @@ def chat(
     loaded = load(out, model, device, dtype, quantize, eva_weights)
     with out.status(f"Reading {source.name}…"):
         prepared = pipeline.prepare(loaded, source, sampling, use_cache=not no_cache)
+    budget = pipeline.frame_budget(loaded, CHAT_QUESTION_ALLOWANCE, None, max_new_tokens)
+    if prepared.num_frames > budget:
+        if not fit:
+            raise pipeline.context_error(loaded, prepared.num_frames, "", None, max_new_tokens)
+        out.warn(f"using {budget} of {prepared.num_frames} frames so the video fits the context (--fit)")
+        prepared = prepared.subset(video.even_subset(prepared.num_frames, budget))
     for note in prepared.notes:
         out.warn(note)
     session = ChatSession(

@@ -32,6 +32,10 @@ EvaOpt = Annotated[
     Optional[Path],
     typer.Option("--eva-weights", help="LAVIS eva_vit_g.pth, only for checkpoints whose shards lack the vision tower."),
 ]
+FitOpt = Annotated[
+    bool,
+    typer.Option("--fit", help="When the video does not fit the model's context, sample fewer frames (evenly spaced) until it does."),
+]
 NoCacheOpt = Annotated[
     bool, typer.Option("--no-cache", help="Neither read nor write the encode cache for this run.")
 ]

@@ -98,6 +98,7 @@ def summarize(
     seed: o.SeedOpt = None,
     fps: o.FpsOpt = 1.0,
     max_frames: o.MaxFramesOpt = None,
+    fit: o.FitOpt = False,
     no_cache: o.NoCacheOpt = False,
     json_out: o.JsonOpt = False,
 ) -> None:
@@ -129,7 +130,7 @@ def summarize(
         for source in files:
             try:
                 result = pipeline.ask(
-                    loaded, source, prompt, sampling=sampling, generation=generation, use_cache=not no_cache
+                    loaded, source, prompt, sampling=sampling, generation=generation, use_cache=not no_cache, fit=fit
                 )
             except LlamaVidError as exc:
                 failed.append(source)
