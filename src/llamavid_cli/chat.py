@@ -23,6 +23,10 @@ class ChatSession:
     source: str
     generation: pipeline.GenerationSettings = field(default_factory=pipeline.GenerationSettings)
     conversation: Conversation = field(default_factory=Conversation)
+    full: pipeline.Prepared | None = None  # the whole source, when /range narrowed `prepared`
+
+    def __post_init__(self) -> None:
+        self.full = self.full or self.prepared
 
     def ask(self, question: str, on_text: Callable[[str], None] | None = None) -> pipeline.Answer:
         result = pipeline.answer(

@@ -42,6 +42,16 @@ def config_path() -> Path:
     return Path(user_config_dir("llamavid")) / "config.toml"
 
 
+def data_dir() -> Path:
+    """Where chat keeps its line history: LLAMAVID_DATA_DIR or platformdirs' user data folder."""
+    override = os.environ.get("LLAMAVID_DATA_DIR")
+    if override:
+        return Path(override).expanduser()
+    from platformdirs import user_data_dir
+
+    return Path(user_data_dir("llamavid"))
+
+
 def load() -> dict[str, Any]:
     """The validated settings from the config file ({} when there is none)."""
     path = config_path()

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import atexit
 import sys
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from .. import pipeline, video
+from .. import pipeline, settings, video
 from ..chat import ChatSession
 from ..errors import ContextLengthError
 from ..loader import identify
@@ -23,21 +24,45 @@ CHAT_QUESTION_ALLOWANCE = "x " * 48
 HELP = """Commands:
   /reset        forget the conversation (the video stays loaded)
   /save FILE    write the transcript (.md) or the [question, answer] pairs (.json)
+  /range A B    talk about the part from A to B only (seconds, MM:SS, H:MM:SS); /range alone: all
   /info         show the source and the model
   /help         this list
   /exit         leave (Ctrl-D works too; Ctrl-C stops an answer)"""
 
 
+def _readline_history():
+    """Line editing for input(), with history kept in the user data folder across sessions."""
+    try:
+        import readline
+    except ImportError:  # Windows without pyreadline: plain input
+        return
+    path = settings.data_dir() / "chat_history"
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if path.exists():
+            readline.read_history_file(path)
+    except OSError:
+        return
+    readline.set_history_length(1000)
+    atexit.register(lambda: _save_history(readline, path))
+
+
+def _save_history(readline, path: Path) -> None:
+    try:
+        readline.write_history_file(path)
+    except OSError:
+        pass
+
+
 def _lines(interactive: bool):
     """Questions from the prompt (with line editing) or one per line from piped stdin."""
     if interactive:
-        try:
-            import readline  # noqa: F401  (line editing and history for input())
-        except ImportError:
-            pass
+        _readline_history()
         while True:
             try:
                 yield input("You: ")
+            except KeyboardInterrupt:  # Ctrl-C at the prompt drops the line, as shells do
+                print(file=sys.stderr)
             except EOFError:
                 print(file=sys.stderr)
                 return
@@ -128,6 +153,8 @@ def _command(out: Output, session: ChatSession, line: str) -> bool:
                 out.info(f"Saved {session.save(Path(arg.strip()).expanduser())}")
             except OSError as exc:
                 out.warn(f"could not save: {exc.strerror or exc}")
+    elif name == "/range":
+        _range(out, session, arg.split())
     elif name == "/info":
         out.info(
             f"source {session.source}, {session.prepared.num_frames} frames, model {session.loaded.name}, "
@@ -139,3 +166,24 @@ def _command(out: Output, session: ChatSession, line: str) -> bool:
         out.warn(f"unknown command {name}; /help lists them")
     return True
 
+
+
+def _range(out: Output, session: ChatSession, args: list[str]) -> None:
+    """Narrow the conversation to a time range of the video (or back to all of it)."""
+    full = session.full
+    if not args:
+        session.prepared = full
+        out.info(f"Whole video: {full.num_frames} frames.")
+        return
+    try:
+        start = o.parse_time(args[0], "/range") or 0.0
+        end = o.parse_time(args[1], "/range") if len(args) > 1 else None
+    except typer.BadParameter as exc:
+        out.warn(f"{exc.message}; usage: /range START [END]")
+        return
+    keep = [i for i, t in enumerate(full.timestamps) if t >= start and (end is None or t < end)]
+    if not keep:
+        out.warn("no frames in that range")
+        return
+    session.prepared = full.subset(keep)
+    out.info(f"Talking about {len(keep)} frames from {start:g} s" + (f" to {end:g} s." if end is not None else "."))

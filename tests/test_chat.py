@@ -1,0 +1,64 @@
+"""`llamavid chat` driven as a person would: through a pseudo-terminal."""
+
+import os
+import pty
+import select
+import subprocess
+import sys
+import time
+
+import pytest
+
+import media
+
+
+def read_until(fd, marker: bytes, timeout: float = 60.0) -> bytes:
+    seen = b""
+    deadline = time.monotonic() + timeout
+    while marker not in seen:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise AssertionError(f"timed out waiting for {marker!r}; got {seen[-400:]!r}")
+        ready, _, _ = select.select([fd], [], [], left)
+        if ready:
+            try:
+                chunk = os.read(fd, 4096)
+            except OSError:
+                break
+            if not chunk:
+                break
+            seen += chunk
+    return seen
+
+
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory):
+    return media.make_video(tmp_path_factory.mktemp("media") / "clip.mp4", seconds=6, fps=5, width=64, height=48)
+
+
+def test_chat_in_a_terminal_answers_handles_commands_and_keeps_history(clip, tiny_video_ckpt, tmp_path):
+    main, secondary = pty.openpty()
+    env = {**os.environ, "LLAMAVID_DATA_DIR": str(tmp_path / "data"), "TERM": "dumb"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "llamavid_cli", "chat", str(clip), "--model", str(tiny_video_ckpt),
+         "--device", "cpu", "--dtype", "float32", "-t", "0", "--max-new-tokens", "4"],
+        stdin=secondary, stdout=secondary, stderr=secondary, env=env, close_fds=True,
+    )
+    os.close(secondary)
+    try:
+        assert b"6 frames" in read_until(main, b"You: ")
+        os.write(main, b"Who is there?\r")
+        read_until(main, b"You: ")
+        os.write(main, b"/range 0:02 0:04\r")
+        assert b"Talking about 2 frames" in read_until(main, b"You: ")
+        os.write(main, b"/info\r")
+        assert b"1 turns" in read_until(main, b"You: ")
+        os.write(main, b"/nonsense\r")
+        assert b"unknown command /nonsense" in read_until(main, b"You: ")
+        os.write(main, b"\x04")  # Ctrl-D leaves
+        proc.wait(timeout=30)
+    finally:
+        proc.kill()
+        os.close(main)
+    assert proc.returncode == 0
+    assert "Who is there?" in (tmp_path / "data" / "chat_history").read_text()
