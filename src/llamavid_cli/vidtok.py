@@ -63,11 +63,25 @@ class Vidtok:
         }
 
 
+def check_writable(path: Path) -> None:
+    """Fail before a long encode, not after it, when the output cannot be written."""
+    path = Path(path)
+    if path.is_dir():
+        raise VidtokError(f"{path} is a folder; give a file name ending in .vidtok")
+    try:
+        fd, probe = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as exc:
+        raise VidtokError(f"cannot write in {path.parent} ({exc.strerror}); choose another -o") from None
+    os.close(fd)
+    os.unlink(probe)
+
+
 def write(path: Path, vidtok: Vidtok) -> Path:
     """Write to a temp file in the target folder, then rename: never a half-written .vidtok."""
     from safetensors.torch import save_file
 
     path = Path(path)
+    check_writable(path)
     tensors = {
         "context": vidtok.context.detach().contiguous().cpu(),
         "content": vidtok.content.detach().contiguous().cpu(),
@@ -80,6 +94,9 @@ def write(path: Path, vidtok: Vidtok) -> Path:
     try:
         save_file(tensors, tmp, metadata=vidtok.metadata())
         os.replace(tmp, path)
+    except OSError as exc:
+        Path(tmp).unlink(missing_ok=True)
+        raise VidtokError(f"cannot write {path} ({exc.strerror or exc}); check free space and permissions") from None
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise

@@ -68,6 +68,8 @@ def encode(
     if len(videos) == 1:
         pipeline.check_source(videos[0])
     targets = output_paths(videos, output)
+    for target in targets:
+        vidtok.check_writable(target)
     sampling = pipeline.Sampling(fps, max_frames, o.parse_time(start, "--start"), o.parse_time(end, "--end"))
     loaded = load(out, model, device, dtype, quantize, eva_weights)
     results, failed = [], 0

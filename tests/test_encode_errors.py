@@ -1,0 +1,139 @@
+"""Bad input to `encode` and `ask`: one line on stderr, a non-zero exit, and no partial file."""
+
+import json
+import os
+import signal
+import struct
+import subprocess
+import sys
+import time
+
+import pytest
+from typer.testing import CliRunner
+
+import media
+from llamavid_cli.cli.app import app
+
+CPU = ["--device", "cpu", "--dtype", "float32"]
+
+
+def run(*args):
+    return CliRunner().invoke(app, [str(a) for a in args])
+
+
+def assert_one_line_error(result, *words):
+    assert result.exit_code != 0
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("Error: "), result.stderr
+    assert "Traceback" not in result.stderr
+    for word in words:
+        assert word in lines[0]
+
+
+def leftovers(folder):
+    return sorted(p.name for p in folder.iterdir() if p.suffix in (".vidtok", ".tmp") or p.name.startswith("."))
+
+
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory):
+    return media.make_video(tmp_path_factory.mktemp("media") / "clip.mp4", seconds=3, fps=5)
+
+
+def bad_inputs(folder):
+    text = folder / "notes.mp4"
+    text.write_text("not a video\n")
+    empty = folder / "empty.mp4"
+    empty.write_bytes(b"")
+    unsupported = folder / "unknown-codec.avi"
+    media.make_video(unsupported, seconds=1, fps=5, codec="mpeg4")
+    data = bytearray(unsupported.read_bytes())
+    for fourcc in (b"FMP4", b"fmp4", b"XVID", b"xvid", b"DIVX", b"divx", b"MP4V", b"mp4v"):
+        data = data.replace(fourcc, b"ZZZZ")  # a codec tag no decoder knows
+    unsupported.write_bytes(bytes(data))
+    truncated = media.truncate(media.make_video(folder / "cut.mp4", seconds=3, fps=5), 0.1)
+    return {
+        "folder": (folder, "folder"),
+        "not a video": (text, "not a video"),
+        "audio only": (media.make_audio(folder / "song.m4a"), "no video stream"),
+        "zero length": (empty, "empty"),
+        "corrupt packets": (media.make_undecodable(folder / "garbage.mkv"), "could be decoded"),
+        "unsupported codec": (unsupported, "unknown-codec.avi"),
+        "truncated": (truncated, "cut.mp4"),
+    }
+
+
+@pytest.mark.parametrize("case", ["folder", "not a video", "audio only", "zero length", "corrupt packets",
+                                  "unsupported codec", "truncated"])
+def test_encode_refuses_bad_videos_without_leaving_files(case, tiny_video_ckpt, tmp_path):
+    source, words = bad_inputs(tmp_path)[case]
+    out = tmp_path / "out"
+    out.mkdir()
+    result = run("encode", source, "--model", tiny_video_ckpt, "-o", out / "x.vidtok", *CPU)
+    assert_one_line_error(result, words)
+    assert leftovers(out) == []
+
+
+def test_a_truncated_but_readable_video_is_encoded_with_a_warning(tiny_video_ckpt, tmp_path):
+    source = media.truncate(media.make_video(tmp_path / "cut.mkv", seconds=4, fps=10), 0.6)
+    result = run("encode", source, "--model", tiny_video_ckpt, "-o", tmp_path / "cut.vidtok", *CPU)
+    assert result.exit_code == 0, result.stderr
+    assert "Warning:" in result.stderr and (tmp_path / "cut.vidtok").is_file()
+
+
+def test_an_8k_video_is_encoded_in_bounded_memory(tiny_video_ckpt, tmp_path):
+    source = media.make_video(tmp_path / "8k.mp4", seconds=1, fps=2, width=7680, height=4320, codec="mpeg4")
+    result = run("encode", source, "--model", tiny_video_ckpt, "-o", tmp_path / "8k.vidtok", "--json", *CPU)
+    assert result.exit_code == 0, result.stderr
+    assert json.loads(result.stdout)["frames"] == 1
+
+
+def test_an_unwritable_output_folder_fails_before_encoding(clip, tiny_video_ckpt):
+    result = run("encode", clip, "--model", tiny_video_ckpt, "-o", "/proc/clip.vidtok", *CPU)
+    assert_one_line_error(result, "cannot write in /proc")
+
+
+def vidtok_of(clip, ckpt, folder):
+    path = folder / "clip.vidtok"
+    assert run("encode", clip, "--model", ckpt, "-o", path, *CPU).exit_code == 0
+    return path
+
+
+def test_a_truncated_vidtok_is_refused(clip, tiny_video_ckpt, tmp_path):
+    path = vidtok_of(clip, tiny_video_ckpt, tmp_path)
+    path.write_bytes(path.read_bytes()[:-100])
+    assert_one_line_error(run("ask", path, "Who?", "--model", tiny_video_ckpt, *CPU), "clip.vidtok")
+
+
+def test_a_file_that_is_not_safetensors_is_treated_as_a_bad_video(tiny_video_ckpt, tmp_path):
+    path = tmp_path / "junk.vidtok"
+    path.write_bytes(b"\x00" * 64)
+    assert_one_line_error(run("ask", path, "Who?", "--model", tiny_video_ckpt, *CPU), "junk.vidtok")
+
+
+def test_a_vidtok_of_a_newer_format_asks_for_an_upgrade(clip, tiny_video_ckpt, tmp_path):
+    path = vidtok_of(clip, tiny_video_ckpt, tmp_path)
+    data = path.read_bytes()
+    size = struct.unpack("<Q", data[:8])[0]
+    header = json.loads(data[8 : 8 + size])
+    header["__metadata__"]["format_version"] = "99"
+    encoded = json.dumps(header).encode()
+    encoded += b" " * (-len(encoded) % 8)
+    path.write_bytes(struct.pack("<Q", len(encoded)) + encoded + data[8 + size :])
+    assert_one_line_error(run("info", path), "format 99", "upgrade llamavid")
+
+
+def test_ctrl_c_during_an_encode_leaves_no_file(tiny_video_ckpt, tmp_path):
+    source = media.make_video(tmp_path / "long.mp4", seconds=120, fps=25, width=320, height=240)
+    out = tmp_path / "out"
+    out.mkdir()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "llamavid_cli", "encode", str(source), "--model", str(tiny_video_ckpt),
+         "-o", str(out / "long.vidtok"), "--fps", "25", *CPU],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, env={**os.environ},
+    )
+    time.sleep(6)
+    proc.send_signal(signal.SIGINT)
+    _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 130, stderr.decode()
+    assert stderr.decode().strip().splitlines()[-1] == "Interrupted."
+    assert leftovers(out) == []
