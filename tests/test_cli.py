@@ -234,3 +234,24 @@ def test_a_bad_settings_file_is_one_line(clip, tmp_path, monkeypatch):
     result = run("ask", clip, "Who?")
     assert result.exit_code == 2
     assert result.stderr.strip() == f"Error: {tmp_path / 'config.toml'}: fps must be a float, not 'fast'"
+
+
+def test_every_option_of_every_command_is_in_the_man_page():
+    import typer.main
+    from pathlib import Path
+
+    page = (Path(__file__).resolve().parents[1] / "man" / "llamavid.1").read_text().replace("\\-", "-")
+
+    def walk(command, prefix):
+        if hasattr(command, "list_commands"):
+            for name in command.list_commands(None):
+                yield from walk(command.get_command(None, name), f"{prefix} {name}")
+        else:
+            yield prefix, command
+
+    for name, command in walk(typer.main.get_command(app), "llamavid"):
+        assert f".SH {name}" in page, name
+        for param in command.params:
+            for opt in getattr(param, "opts", []):
+                if opt.startswith("-") and opt not in ("--help", "-h"):
+                    assert opt in page, f"{name}: {opt} is missing from man/llamavid.1"

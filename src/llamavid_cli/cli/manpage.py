@@ -39,7 +39,7 @@ def _commands(group: click.Group, prefix: str) -> list[str]:
     ctx = click.Context(group, info_name=prefix)
     for name in group.list_commands(ctx):
         command = group.get_command(ctx, name)
-        if isinstance(command, click.Group):
+        if hasattr(command, "list_commands"):  # a group (typer ships its own click classes)
             lines += _commands(command, f"{prefix} {name}")
             continue
         usage = " ".join(p.name.upper() + ("..." if getattr(p, "nargs", 1) == -1 else "")

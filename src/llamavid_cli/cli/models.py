@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
+from rich import box
 from rich.console import Console
 from rich.table import Table
 
@@ -116,6 +117,10 @@ def repo_id_of(model: str) -> str:
     return repo_id
 
 
+def stdin_is_terminal() -> bool:
+    return sys.stdin.isatty()
+
+
 def human_size(n: int) -> str:
     for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
         if n >= scale:
@@ -150,16 +155,20 @@ def list_models(json_out: o.JsonOpt = False) -> None:
     if json_out:
         Output(True).json([asdict(r) for r in rows])
         return
-    table = Table("model", "hub id", "kind", "download", "cached", "on disk")
+    table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False)
+    table.add_column("model", no_wrap=True)
+    table.add_column("hub id", overflow="fold")  # folded, never cut: ids are for copying
+    for name in ("kind", "download", "cached", "on disk"):
+        table.add_column(name, no_wrap=True)
     for r in rows:
         cached = "yes" if r.cached else ("partial" if r.bytes else "no")
         table.add_row(
-            r.alias + (" (default)" if r.default else ""), r.repo_id, r.kind, f"~{r.download_gb:g} GB", cached,
+            r.alias + (" *" if r.default else ""), r.repo_id, r.kind, f"~{r.download_gb:g} GB", cached,
             human_size(r.bytes) if r.bytes else "",
         )
     console = Console(highlight=False)
     console.print(table)
-    console.print(f"{sum(r.cached for r in rows)} of {len(rows)} cached in {hub_cache_dir()}")
+    console.print(f"* default. {sum(r.cached for r in rows)} of {len(rows)} cached in {hub_cache_dir()}")
 
 
 @models_app.command("pull")
@@ -207,7 +216,7 @@ def remove(
     if repo is None:
         raise CheckpointError(f"{repo_id} is not in the Hugging Face cache ({hub_cache_dir()}); nothing to remove")
     if not yes:
-        if not sys.stdin.isatty():
+        if not stdin_is_terminal():
             raise UsageError(f"refusing to delete {repo_id} without confirmation; pass --yes when stdin is not a terminal")
         typer.confirm(f"Delete {repo_id} ({human_size(repo.size_on_disk)}) from {repo.repo_path}?", abort=True, err=True)
     # interrupted downloads are not part of any revision, but go with the repo folder
