@@ -255,3 +255,22 @@ def test_every_option_of_every_command_is_in_the_man_page():
             for opt in getattr(param, "opts", []):
                 if opt.startswith("-") and opt not in ("--help", "-h"):
                     assert opt in page, f"{name}: {opt} is missing from man/llamavid.1"
+
+
+def test_auto_model_picks_the_short_model_when_the_video_fits(clip, tmp_path):
+    result = run("ask", clip, "Who?", *CPU)
+    assert result.exit_code == 1  # nothing is cached and the tests are offline …
+    lines = result.stderr.strip().splitlines()
+    assert lines[0] == "Using vid-7b: 4 frames fit its 4096-token context (downloads about 14 GB the first time)."
+    assert lines[1].startswith("Error: model YanweiLi/llama-vid-7b-full-224-video-fps-1 is not in the local")
+
+
+def test_auto_model_picks_the_long_model_for_a_long_video(tmp_path):
+    movie = media.make_video(tmp_path / "movie.mp4", seconds=2400, fps=1, width=16, height=16)
+    result = run("ask", movie, "Who is the villain?", *CPU)
+    assert result.stderr.startswith("Using long-7b: 2400 frames need about 5472 tokens, more than the short model's 4096")
+
+
+def test_long_video_mode_can_be_forced_on_a_short_checkpoint(clip, tiny_video_ckpt):
+    data = ask_json(clip, tiny_video_ckpt, "--long-video")
+    assert data["prompt_ids"].count(-200) == 2 * data["frames"] and data["long_video"] is True

@@ -62,6 +62,15 @@ def resolve(model: str, *, download: bool = True) -> Path:
     return _snapshot(repo_id, CHECKPOINT_PATTERNS, download=download, what=f"model {repo_id}")
 
 
+def is_cached(model: str) -> bool:
+    """Whether resolve() would succeed without the network."""
+    try:
+        shard_files(resolve(model, download=False))
+    except (DownloadError, CheckpointError):
+        return False
+    return True
+
+
 def hub_file(repo_id: str, filename: str) -> Path:
     """One file from the hub cache (downloaded on first use), e.g. BERT's vocab.txt."""
     from huggingface_hub import hf_hub_download

@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 
 from . import checkpoints
-from .config import ModelConfig, read_config
+from .config import Compress, ModelConfig, read_config
 from .devices import gpus_needed, spread_llm
 from .errors import CheckpointError, UsageError
 from .model.llamavid import LlamaVid, parameters_on_meta
@@ -36,6 +36,7 @@ class Loaded:
     device: torch.device
     dtype: torch.dtype
     quantize: str
+    long_video: bool  # method.md §7 semantics: the movie checkpoint's, or forced by --long-video
 
 
 def pick_device(device: str = "auto") -> torch.device:
@@ -159,6 +160,7 @@ def load_model(
     quantize: str = "none",
     eva_weights: Path | None = None,
     download: bool = True,
+    long_video: bool | None = None,
 ) -> Loaded:
     """Everything `ask`, `encode` and `chat` need from a checkpoint, loaded once."""
     if quantize not in QUANTIZE:
@@ -171,6 +173,9 @@ def load_model(
         raise CheckpointError(f"{folder} has no tokenizer.model")
     target = pick_device(device)
     torch_dtype = pick_dtype(dtype, target)
+    long_video = config.long_video if long_video is None else long_video
+    if long_video and config.compress is not Compress.MEAN:
+        raise UsageError("long-video mode needs a model with mean compression (two tokens per frame)")
 
     model = assemble(config, load_state(config, files, eva_weights))
     if quantize == "none":
@@ -195,6 +200,7 @@ def load_model(
         device=target,
         dtype=torch_dtype,
         quantize=quantize,
+        long_video=long_video,
     )
 
 
@@ -207,6 +213,6 @@ def describe(loaded: Loaded) -> dict:
         "dtype": str(loaded.dtype).removeprefix("torch."),
         "quantize": loaded.quantize,
         "context_length": loaded.config.context_length,
-        "long_video": loaded.config.long_video,
+        "long_video": loaded.long_video,
     }
 

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from . import cache, pixels, video, vidtok
-from .errors import ContextLengthError, UsageError, VideoError
+from .errors import ContextLengthError, LlamaVidError, UsageError, VideoError
 from .loader import Loaded
 from .model.llamavid import IMAGE_PLACEHOLDER, CallbackStreamer, FrameTokens
 from .model.prompt import IMAGE_TOKEN, Conversation, movie_text, tokenize_prompt
@@ -173,7 +173,7 @@ def encode_source(
     contexts, contents, stamps, kept = [], [], [], []
     for batch, times in _pixel_batches(loaded, path, sampling, warnings):
         features = model.vision_features(batch)  # (b, 1+P, V)
-        tokens = model.frame_tokens(features, instruction)
+        tokens = model.frame_tokens(features, instruction, long_video=loaded.long_video)
         contexts.append(tokens.context)
         contents.append(tokens.content)
         stamps += times
@@ -244,7 +244,9 @@ class Prepared:
         if self.made_for and self.made_for[0] == question:
             return self.made_for[1]
         if self.features is not None:
-            return loaded.model.frame_tokens(self.features, question, has_cls=self.features_cls)
+            return loaded.model.frame_tokens(
+                self.features, question, has_cls=self.features_cls, long_video=loaded.long_video
+            )
         if self.fixed is None:
             raise ValueError("prepared source holds neither features nor tokens")
         return self.fixed
@@ -321,8 +323,34 @@ def cached(loaded: Loaded, info: dict, sampling: Sampling) -> Prepared | None:
 def build_prompt(loaded: Loaded, question: str, frames: int, history: list[tuple[str, str]] | None = None) -> list[int]:
     """vicuna_v1 prompt ids with placeholders (method.md §6; §7 for the long-video model)."""
     conversation = Conversation(list(history or []))
-    video_text = movie_text([[] for _ in range(frames)]) if loaded.config.long_video else IMAGE_TOKEN + "\n"
+    video_text = movie_text([[] for _ in range(frames)]) if loaded.long_video else IMAGE_TOKEN + "\n"
     return tokenize_prompt(loaded.tokenizer, conversation.prompt(question, video_text))
+
+
+AUTO_MODEL = "auto"
+SHORT_MODEL, LONG_MODEL = "vid-7b", "long-7b"
+SHORT_CONTEXT = 4096
+PROMPT_ALLOWANCE = 160  # template + question, estimated before any tokenizer is loaded
+
+
+def choose_model(sources: list[Path], sampling: Sampling, max_new_tokens: int) -> tuple[str, str]:
+    """`--model auto`: the short 7B model when the videos fit its 4K context, else the long 7B
+    model; a .vidtok answers with the model that made it. Returns (model, why)."""
+    frames = 0
+    for source in sources:
+        if is_vidtok(source):
+            model = vidtok.read_header(source).model
+            return model, f"{source.name} was encoded with it"
+        try:
+            frames = max(frames, expected_frames(source, sampling))
+        except LlamaVidError:
+            if len(sources) == 1:
+                raise
+            # a damaged file in a batch is reported when its turn comes
+    need = 2 * frames + PROMPT_ALLOWANCE + max_new_tokens
+    if need <= SHORT_CONTEXT:
+        return SHORT_MODEL, f"{frames} frames fit its {SHORT_CONTEXT}-token context"
+    return LONG_MODEL, f"{frames} frames need about {need} tokens, more than the short model's {SHORT_CONTEXT}"
 
 
 def text_tokens(loaded: Loaded, question: str, history: list[tuple[str, str]] | None = None) -> int:
@@ -342,7 +370,7 @@ def context_error(loaded: Loaded, frames: int, question: str, history, max_new_t
     need = text + frames * per_frame + max_new_tokens
     budget = frame_budget(loaded, question, history, max_new_tokens)
     ways = f"sample at most {budget} frames (--fps, --max-frames N, or --fit to do it for you), pick a --start/--end range"
-    if not loaded.config.long_video:
+    if not loaded.long_video:
         ways += ", or use the long-video model (--model long-7b)"
     return ContextLengthError(
         f"{frames} frames × {per_frame} tokens + {text} text + {max_new_tokens} for the answer = {need} tokens, "
@@ -393,6 +421,8 @@ def answer(
         if on_text:
             on_text(text)
 
+    if loaded.long_video:
+        loaded.model.release_vision()  # the memory plan for an hour of video: tower out before the prefill
     streamer = CallbackStreamer(loaded.tokenizer.decode, stream, loaded.config.llm.eos_token_id)
     result = loaded.model.generate(
         prompt_ids, visual, max_new_tokens=generation.max_new_tokens, temperature=generation.temperature,

@@ -13,7 +13,7 @@ from ..errors import UsageError
 from ..loader import describe, identify
 from . import options as o
 from .app import app
-from .common import existing_file, load
+from .common import existing_file, load, pick_model
 from .output import Output
 
 
@@ -39,6 +39,7 @@ def ask(
     dtype: o.DtypeOpt = "auto",
     quantize: o.QuantizeOpt = "none",
     eva_weights: o.EvaOpt = None,
+    long_video: o.LongVideoOpt = None,
     temperature: o.TemperatureOpt = 0.2,
     top_p: o.TopPOpt = 0.7,
     max_new_tokens: o.MaxNewTokensOpt = 512,
@@ -66,8 +67,9 @@ def ask(
     existing_file(source)
     turns = read_history(history)
     sampling = pipeline.Sampling(fps, max_frames, o.parse_time(start, "--start"), o.parse_time(end, "--end"))
+    model = pick_model(out, model, [source], sampling, max_new_tokens)
     pipeline.check_source(source, identify(model))
-    loaded = load(out, model, device, dtype, quantize, eva_weights)
+    loaded = load(out, model, device, dtype, quantize, eva_weights, long_video)
     result = pipeline.ask(
         loaded, source, question, history=turns, sampling=sampling, use_cache=not no_cache, fit=fit,
         generation=pipeline.GenerationSettings(temperature, top_p, max_new_tokens, seed),

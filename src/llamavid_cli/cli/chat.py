@@ -15,7 +15,7 @@ from ..errors import ContextLengthError
 from ..loader import identify
 from . import options as o
 from .app import app
-from .common import existing_file, load
+from .common import existing_file, load, pick_model
 from .output import Output
 
 # room kept for the questions of a chat when --fit chooses how many frames to keep
@@ -79,6 +79,7 @@ def chat(
     dtype: o.DtypeOpt = "auto",
     quantize: o.QuantizeOpt = "none",
     eva_weights: o.EvaOpt = None,
+    long_video: o.LongVideoOpt = None,
     temperature: o.TemperatureOpt = 0.2,
     top_p: o.TopPOpt = 0.7,
     max_new_tokens: o.MaxNewTokensOpt = 512,
@@ -97,8 +98,9 @@ def chat(
     out = Output()
     existing_file(source)
     sampling = pipeline.Sampling(fps, max_frames, o.parse_time(start, "--start"), o.parse_time(end, "--end"))
+    model = pick_model(out, model, [source], sampling, max_new_tokens)
     pipeline.check_source(source, identify(model))
-    loaded = load(out, model, device, dtype, quantize, eva_weights)
+    loaded = load(out, model, device, dtype, quantize, eva_weights, long_video)
     with out.status(f"Reading {source.name}…"):
         prepared = pipeline.prepare(loaded, source, sampling, use_cache=not no_cache)
     budget = pipeline.frame_budget(loaded, CHAT_QUESTION_ALLOWANCE, None, max_new_tokens)

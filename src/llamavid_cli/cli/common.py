@@ -4,14 +4,33 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from .. import checkpoints, pipeline
 from ..errors import UsageError
 from ..loader import Loaded, load_model
 from .output import Output
 
 
-def load(out: Output, model: str, device: str, dtype: str, quantize: str, eva_weights: Path | None = None) -> Loaded:
+def pick_model(out: Output, model: str, sources: list[Path], sampling, max_new_tokens: int) -> str:
+    """Resolve `--model auto` and say which model and why, on stderr."""
+    if model != pipeline.AUTO_MODEL:
+        return model
+    chosen, why = pipeline.choose_model(sources, sampling, max_new_tokens)
+    note = f"Using {chosen}: {why}"
+    if chosen in checkpoints.ALIASES and not checkpoints.is_cached(chosen):
+        size = next(m.size_gb for m in checkpoints.KNOWN_MODELS if m.alias == chosen)
+        note += f" (downloads about {size:.0f} GB the first time)"
+    out.err.print(note + ".", markup=False, highlight=False)
+    return chosen
+
+
+def load(
+    out: Output, model: str, device: str, dtype: str, quantize: str, eva_weights: Path | None = None,
+    long_video: bool | None = None,
+) -> Loaded:
     with out.status(f"Loading {model}…"):
-        loaded = load_model(model, device=device, dtype=dtype, quantize=quantize, eva_weights=eva_weights)
+        loaded = load_model(
+            model, device=device, dtype=dtype, quantize=quantize, eva_weights=eva_weights, long_video=long_video
+        )
     if out.err.is_terminal:
         out.info(f"Model {loaded.name} on {loaded.device} ({str(loaded.dtype).removeprefix('torch.')})")
     return loaded

@@ -12,7 +12,7 @@ from .. import pipeline, video, vidtok
 from ..errors import LlamaVidError, UsageError
 from . import options as o
 from .app import app
-from .common import existing_file, load
+from .common import existing_file, load, pick_model
 from .output import Output
 
 
@@ -48,6 +48,7 @@ def encode(
     dtype: o.DtypeOpt = "auto",
     quantize: o.QuantizeOpt = "none",
     eva_weights: o.EvaOpt = None,
+    long_video: o.LongVideoOpt = None,
     fps: o.FpsOpt = 1.0,
     max_frames: o.MaxFramesOpt = None,
     start: o.StartOpt = None,
@@ -71,7 +72,9 @@ def encode(
     for target in targets:
         vidtok.check_writable(target)
     sampling = pipeline.Sampling(fps, max_frames, o.parse_time(start, "--start"), o.parse_time(end, "--end"))
-    loaded = load(out, model, device, dtype, quantize, eva_weights)
+    if model == pipeline.AUTO_MODEL:
+        model = pick_model(out, model, [v for v in videos if video.is_media(v)], sampling, 0)
+    loaded = load(out, model, device, dtype, quantize, eva_weights, long_video)
     results, failed = [], 0
     for source, target in zip(videos, targets):
         try:

@@ -8,13 +8,23 @@ from typing import Annotated, Optional
 
 import typer
 
-from ..checkpoints import ALIASES, DEFAULT_MODEL
+from ..checkpoints import ALIASES
 
 ModelOpt = Annotated[
     str,
     typer.Option(
         "--model", "-m", envvar="LLAMAVID_MODEL",
-        help=f"Checkpoint: an alias ({', '.join(ALIASES)}), a hub id or a local folder.",
+        help=f"Checkpoint: auto (vid-7b when the video fits its 4K context, else long-7b), an alias "
+        f"({', '.join(ALIASES)}), a hub id or a local folder.",
+    ),
+]
+LongVideoOpt = Annotated[
+    Optional[bool],
+    typer.Option(
+        "--long-video/--short-video",
+        help="Force the long-video (movie) prompt and token semantics, or the short-video ones; default: "
+        "what the checkpoint was trained for.",
+        show_default=False,
     ),
 ]
 DeviceOpt = Annotated[
@@ -51,7 +61,7 @@ MaxFramesOpt = Annotated[Optional[int], typer.Option("--max-frames", min=1, help
 StartOpt = Annotated[Optional[str], typer.Option("--start", help="Start of the time range: seconds, MM:SS or H:MM:SS.")]
 EndOpt = Annotated[Optional[str], typer.Option("--end", help="End of the time range: seconds, MM:SS or H:MM:SS.")]
 
-DEFAULTS = {"model": DEFAULT_MODEL, "device": "auto", "dtype": "auto", "quantize": "none"}
+DEFAULTS = {"model": "auto", "device": "auto", "dtype": "auto", "quantize": "none"}
 
 
 def parse_time(value: str | None, flag: str) -> float | None:

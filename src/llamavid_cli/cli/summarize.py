@@ -14,7 +14,7 @@ from .. import pipeline, video
 from ..errors import LlamaVidError, UsageError
 from . import options as o
 from .app import app
-from .common import load
+from .common import load, pick_model
 from .output import Output
 
 SUMMARY_PROMPT = "Summarize this video: what happens, who appears and where it takes place."
@@ -92,6 +92,7 @@ def summarize(
     dtype: o.DtypeOpt = "auto",
     quantize: o.QuantizeOpt = "none",
     eva_weights: o.EvaOpt = None,
+    long_video: o.LongVideoOpt = None,
     temperature: o.TemperatureOpt = 0.2,
     top_p: o.TopPOpt = 0.7,
     max_new_tokens: o.MaxNewTokensOpt = 512,
@@ -121,9 +122,12 @@ def summarize(
     if not files:
         out.info("Nothing to summarise.")
         return
-    loaded = load(out, model, device, dtype, quantize, eva_weights)
     generation = pipeline.GenerationSettings(temperature, top_p, max_new_tokens, seed)
     sampling = pipeline.Sampling(fps, max_frames)
+    if model == pipeline.AUTO_MODEL:  # one model for the batch: the long one if any video needs it
+        videos = [f for f in files if not pipeline.is_vidtok(f)]
+        model = pick_model(out, model, videos, sampling, max_new_tokens)
+    loaded = load(out, model, device, dtype, quantize, eva_weights, long_video)
     failed: list[Path] = []
     with out.progress() as bar:
         task = bar.add_task("videos", total=len(files), rate="")

@@ -145,9 +145,20 @@ class LlamaVid(nn.Module):
 
     # ---- vision side: method.md §2, §5 ----------------------------------------------------
 
+    def release_vision(self) -> None:
+        """Park the tower (1B parameters, 2 GB in fp16) in CPU memory so a long prefill has the GPU;
+        `vision_features` brings it back when the next video comes."""
+        if self.vision_device.type != "cpu":
+            self.vision.to("cpu")
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+
     @torch.inference_mode()
     def vision_features(self, pixels: torch.Tensor, batch_size: int = VISION_BATCH) -> torch.Tensor:
         """Normalised pixels [F,3,S,S] → tower output [F,1+P,V], CLS first."""
+        tower_device = self.vision.embeddings.patch_embedding.weight.device
+        if tower_device != self.vision_device:
+            self.vision.to(self.vision_device)
         out = []
         for start in range(0, pixels.shape[0], batch_size):
             batch = pixels[start : start + batch_size].to(self.vision_device, self.vision_dtype)
