@@ -143,3 +143,17 @@ def tiny_image_ckpt(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def tiny_eva_pth(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """LAVIS-style eva_vit_g.pth with the same tower values as tiny_video_ckpt (seed 0) plus one extra block."""
     return factory.write_eva_vit_g(tmp_path_factory.mktemp("eva") / "eva_vit_g.pth", seed=0)
+
+
+@pytest.fixture
+def hub(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
+    """An empty HF_HOME for this test only (its hub/ folder does not exist yet), so what a test
+    installs there cannot leak into the session's cache."""
+    from huggingface_hub import constants
+
+    home = tmp_path / "hf"
+    monkeypatch.setenv("HF_HOME", str(home))
+    monkeypatch.setattr(constants, "HF_HOME", str(home))
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(home / "hub"))
+    monkeypatch.setattr(constants, "HF_ASSETS_CACHE", str(home / "assets"))
+    return home

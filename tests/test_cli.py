@@ -257,7 +257,7 @@ def test_every_option_of_every_command_is_in_the_man_page():
                     assert opt in page, f"{name}: {opt} is missing from man/llamavid.1"
 
 
-def test_auto_model_picks_the_short_model_when_the_video_fits(clip, tmp_path):
+def test_auto_model_picks_the_short_model_when_the_video_fits(clip, hub):
     result = run("ask", clip, "Who?", *CPU)
     assert result.exit_code == 1  # nothing is cached and the tests are offline …
     lines = result.stderr.strip().splitlines()
@@ -265,7 +265,7 @@ def test_auto_model_picks_the_short_model_when_the_video_fits(clip, tmp_path):
     assert lines[1].startswith("Error: model YanweiLi/llama-vid-7b-full-224-video-fps-1 is not in the local")
 
 
-def test_auto_model_picks_the_long_model_for_a_long_video(tmp_path):
+def test_auto_model_picks_the_long_model_for_a_long_video(tmp_path, hub):
     movie = media.make_video(tmp_path / "movie.mp4", seconds=2400, fps=1, width=16, height=16)
     result = run("ask", movie, "Who is the villain?", *CPU)
     assert result.stderr.startswith("Using long-7b: 2400 frames need about 5472 tokens, more than the short model's 4096")

@@ -73,8 +73,9 @@ def test_float16_and_bfloat16_load(tiny_video_ckpt):
         assert {p.dtype for p in loaded.model.parameters()} == {expected}
 
 
-def test_alias_resolves_through_the_hub_cache_offline(tiny_video_ckpt, hf_home):
-    factory.install_in_hub_cache(tiny_video_ckpt, "YanweiLi/llama-vid-7b-full-224-video-fps-1", hf_home)
+def test_alias_resolves_through_the_hub_cache_offline(tiny_video_ckpt, hub):
+    factory.install_bert_tokenizer(hub)
+    factory.install_in_hub_cache(tiny_video_ckpt, "YanweiLi/llama-vid-7b-full-224-video-fps-1", hub)
     loaded = load_model("vid-7b", device="cpu", dtype="float32")
     assert loaded.name == "YanweiLi/llama-vid-7b-full-224-video-fps-1"
 

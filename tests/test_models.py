@@ -3,7 +3,6 @@
 import json
 
 import pytest
-from huggingface_hub import constants
 from typer.testing import CliRunner
 
 import checkpoint_factory as factory
@@ -29,17 +28,6 @@ def assert_one_error_line(result, code, *fragments):
     lines = result.stderr.splitlines()
     assert lines[-1].startswith("Error: ") and "Traceback" not in result.stderr, result.stderr
     assert all(f in lines[-1] for f in fragments), lines[-1]
-
-
-@pytest.fixture
-def hub(monkeypatch, tmp_path):
-    """An empty HF_HOME for this test only (its hub/ folder does not exist yet)."""
-    home = tmp_path / "hf"
-    monkeypatch.setenv("HF_HOME", str(home))
-    monkeypatch.setattr(constants, "HF_HOME", str(home))
-    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(home / "hub"))
-    monkeypatch.setattr(constants, "HF_ASSETS_CACHE", str(home / "assets"))
-    return home
 
 
 @pytest.fixture
