@@ -95,7 +95,7 @@ def test_matches_transformers_llama_tokenizer(tiny_video_ckpt, tok, text):
 
 
 def test_a_piece_starting_with_a_space_keeps_sentencepieces_dummy_prefix(tok, sp):
-    """Whisper subtitles start with a space (" Hello"). SentencePiece, and the slow tokenizer of the
+    """A subtitle can start with a space (" Hello"). SentencePiece, and the slow tokenizer of the
     transformers 4.31 the original ran, prefix "▁" regardless: "▁▁Hello". transformers 5's fast
     Llama tokenizer drops that "▁"; we keep the original's ids."""
     assert tok.encode(" Hello there.", bos=False) == sp.encode(" Hello there.")

@@ -73,6 +73,11 @@ def store(entry_key: str, entry: vidtok.Vidtok) -> Path:
     return path
 
 
+def transcript(source_hash: str, model: str) -> Path:
+    """Where Whisper's cues for a source are kept (JSON), so a video is transcribed once."""
+    return cache_dir() / f"{key(source_hash, model, {'kind': 'transcript'})}.cues.json"
+
+
 @dataclass
 class Entry:
     path: Path
@@ -105,8 +110,11 @@ def evict(limit: int, keep: Path | None = None) -> list[Path]:
 
 
 def clear() -> int:
+    """Delete every cached encode (and kept transcripts); return how many encodes went."""
     count = 0
     for entry in entries():
         entry.path.unlink(missing_ok=True)
         count += 1
+    for transcript_file in cache_dir().glob("*.cues.json") if cache_dir().is_dir() else []:
+        transcript_file.unlink(missing_ok=True)
     return count

@@ -8,6 +8,7 @@ still image or a .vidtok; which one is found by opening it, never by its name.
 from __future__ import annotations
 
 import hashlib
+import json
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -16,7 +17,7 @@ from typing import Callable, Iterator
 import numpy as np
 import torch
 
-from . import cache, pixels, video, vidtok
+from . import cache, pixels, subtitles, video, vidtok
 from .errors import ContextLengthError, LlamaVidError, UsageError, VideoError
 from .loader import Loaded
 from .model.llamavid import IMAGE_PLACEHOLDER, CallbackStreamer, FrameTokens
@@ -47,6 +48,15 @@ class GenerationSettings:
     top_p: float = 0.7
     max_new_tokens: int = 512
     seed: int | None = None
+
+
+@dataclass
+class SubtitleRequest:
+    """Where a video's subtitles come from: a file, Whisper, or else the container's own track."""
+
+    file: Path | None = None
+    transcribe: bool = False
+    whisper_model: str = subtitles.DEFAULT_WHISPER
 
 
 @dataclass
@@ -194,7 +204,9 @@ def encode_source(
     )
 
 
-def to_vidtok(loaded: Loaded, encoded: Encoded, instruction: str, sampling: Sampling) -> vidtok.Vidtok:
+def to_vidtok(
+    loaded: Loaded, encoded: Encoded, instruction: str, sampling: Sampling, cues: list[subtitles.Cue] = ()
+) -> vidtok.Vidtok:
     return vidtok.Vidtok(
         context=encoded.tokens.context[:, 0],
         content=encoded.tokens.content,
@@ -206,6 +218,7 @@ def to_vidtok(loaded: Loaded, encoded: Encoded, instruction: str, sampling: Samp
         features_cls=True,
         sampling=sampling.as_dict(),
         source=encoded.source,
+        subtitles=[{"start": c.start, "end": c.end, "text": c.text} for c in cues],
     )
 
 
@@ -221,6 +234,7 @@ class Prepared:
     fixed: FrameTokens | None = None
     made_for: tuple[str, FrameTokens] | None = None
     notes: list[str] = field(default_factory=list)
+    cues: list[subtitles.Cue] = field(default_factory=list)
 
     @property
     def num_frames(self) -> int:
@@ -237,7 +251,7 @@ class Prepared:
             self.source, [self.timestamps[i] for i in keep],
             self.features[pick] if self.features is not None else None, self.features_cls,
             FrameTokens(self.fixed.context[pick], self.fixed.content[pick]) if self.fixed else None,
-            made_for, list(self.notes),
+            made_for, list(self.notes), list(self.cues),
         )
 
     def tokens(self, loaded: Loaded, question: str) -> FrameTokens:
@@ -255,6 +269,51 @@ class Prepared:
 def prepare(
     loaded: Loaded, path: Path, sampling: Sampling | None = None, *, question: str | None = None,
     use_cache: bool = True, on_frames: Callable[[int], None] | None = None,
+    subs: SubtitleRequest | None = None,
+) -> Prepared:
+    """Open a source (see `_prepare`) and attach its subtitles where they will be used."""
+    subs = subs or SubtitleRequest()
+    prepared = _prepare(loaded, Path(path), sampling, question=question, use_cache=use_cache, on_frames=on_frames)
+    if subs.file or subs.transcribe or (loaded.long_video and not prepared.cues):
+        prepared.cues = gather_cues(Path(path), subs, prepared.cues)
+    if prepared.cues and not loaded.long_video:
+        prepared.notes.append("subtitles are only read by the long-video prompt; pass --long-video to use them")
+    return prepared
+
+
+def gather_cues(path: Path, subs: SubtitleRequest, stored: list[subtitles.Cue]) -> list[subtitles.Cue]:
+    """A subtitle file wins; then Whisper when asked (unless stored already); then what the
+    source carries: a .vidtok's stored cues or the container's text track."""
+    if subs.file:
+        return subtitles.read_subtitles(subs.file)
+    if stored:
+        return stored
+    if is_vidtok(path) or video.is_image(path):
+        return []
+    if subs.transcribe:
+        return transcribed(path, subs.whisper_model)
+    return subtitles.embedded_cues(path)
+
+
+def transcribed(path: Path, model: str) -> list[subtitles.Cue]:
+    """Whisper's cues, from the cache when this video was transcribed with this model before."""
+    stored = cache.transcript(source_info(path)["hash"], model)
+    if stored.is_file():
+        try:
+            return [subtitles.Cue(**c) for c in json.loads(stored.read_text())]
+        except (ValueError, TypeError):
+            stored.unlink(missing_ok=True)
+    cues = subtitles.transcribe(path, model=model)
+    stored.parent.mkdir(parents=True, exist_ok=True)
+    tmp = stored.with_name(f".{stored.name}.tmp")
+    tmp.write_text(json.dumps([{"start": c.start, "end": c.end, "text": c.text} for c in cues]))
+    tmp.replace(stored)
+    return cues
+
+
+def _prepare(
+    loaded: Loaded, path: Path, sampling: Sampling | None = None, *, question: str | None = None,
+    use_cache: bool = True, on_frames: Callable[[int], None] | None = None,
 ) -> Prepared:
     """Open a .vidtok, or decode a video/image, into something questions can be asked of.
 
@@ -267,6 +326,7 @@ def prepare(
         stored = vidtok.read(path)
         vidtok.check_model(stored, path, loaded.name, loaded.fingerprint)
         prepared = from_vidtok(stored)
+        prepared.cues = [subtitles.Cue(**c) for c in stored.subtitles]
         if stored.features is None:
             prepared.notes.append(
                 f"{path.name} holds no features: answering with context tokens made for its encode prompt "
@@ -297,6 +357,7 @@ def from_vidtok(stored: vidtok.Vidtok, keep: torch.Tensor | None = None) -> Prep
     pick = (lambda t: t[keep]) if keep is not None else (lambda t: t)
     features = pick(stored.features) if stored.features is not None else None
     prepared = Prepared(stored.source, pick(stored.timestamps).tolist(), features, stored.features_cls)
+    prepared.cues = [subtitles.Cue(**c) for c in stored.subtitles]
     if features is None:
         prepared.fixed = FrameTokens(pick(stored.context)[:, None], pick(stored.content))
     return prepared
@@ -320,10 +381,16 @@ def cached(loaded: Loaded, info: dict, sampling: Sampling) -> Prepared | None:
     return from_vidtok(stored, keep)
 
 
-def build_prompt(loaded: Loaded, question: str, frames: int, history: list[tuple[str, str]] | None = None) -> list[int]:
+def build_prompt(
+    loaded: Loaded, question: str, frames: int, history: list[tuple[str, str]] | None = None,
+    subtitles_per_frame: list[list[str]] | None = None,
+) -> list[int]:
     """vicuna_v1 prompt ids with placeholders (method.md §6; §7 for the long-video model)."""
     conversation = Conversation(list(history or []))
-    video_text = movie_text([[] for _ in range(frames)]) if loaded.long_video else IMAGE_TOKEN + "\n"
+    if loaded.long_video:
+        video_text = movie_text(subtitles_per_frame or [[] for _ in range(frames)])
+    else:
+        video_text = IMAGE_TOKEN + "\n"
     return tokenize_prompt(loaded.tokenizer, conversation.prompt(question, video_text))
 
 
@@ -408,7 +475,8 @@ def answer(
     started = time.perf_counter()
     tokens = prepared.tokens(loaded, question)
     visual = tokens.sequence()
-    prompt_ids = build_prompt(loaded, question, tokens.num_frames, history)
+    per_frame = subtitles.align(prepared.cues, prepared.timestamps) if loaded.long_video else None
+    prompt_ids = build_prompt(loaded, question, tokens.num_frames, history, per_frame)
     used = sum(1 for i in prompt_ids if i != IMAGE_PLACEHOLDER) + visual.shape[0]
     if used + generation.max_new_tokens > loaded.config.context_length:
         raise context_error(loaded, tokens.num_frames, question, history, generation.max_new_tokens)
@@ -454,6 +522,7 @@ def ask(
     sampling: Sampling | None = None,
     use_cache: bool = True,
     fit: bool = False,
+    subs: SubtitleRequest | None = None,
     generation: GenerationSettings | None = None,
     on_text: Callable[[str], None] | None = None,
     on_note: Callable[[str], None] | None = None,
@@ -479,7 +548,7 @@ def ask(
                 raise context_error(loaded, expected, question, history, generation.max_new_tokens)
             sampling = replace(sampling, max_frames=budget)
             notes.append(f"sampling {budget} of {expected} frames so the video fits the context (--fit)")
-    prepared = prepare(loaded, path, sampling, question=question, use_cache=use_cache)
+    prepared = prepare(loaded, path, sampling, question=question, use_cache=use_cache, subs=subs)
     if prepared.num_frames > budget:
         if not fit:
             raise context_error(loaded, prepared.num_frames, question, history, generation.max_new_tokens)

@@ -65,5 +65,8 @@ from . import ask, cache_cmd, chat, encode, info, models, summarize  # noqa: E40
 
 
 def main() -> None:
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()  # transformers' own warnings are not for our users; errors still show
     app(prog_name="llamavid")
 

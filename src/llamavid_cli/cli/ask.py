@@ -11,6 +11,7 @@ import typer
 from .. import pipeline
 from ..errors import UsageError
 from ..loader import describe, identify
+from ..subtitles import DEFAULT_WHISPER, read_subtitles
 from . import options as o
 from .app import app
 from .common import existing_file, load, pick_model
@@ -40,6 +41,9 @@ def ask(
     quantize: o.QuantizeOpt = "none",
     eva_weights: o.EvaOpt = None,
     long_video: o.LongVideoOpt = None,
+    subtitles: o.SubtitlesOpt = None,
+    transcribe: o.TranscribeOpt = False,
+    whisper_model: o.WhisperOpt = DEFAULT_WHISPER,
     temperature: o.TemperatureOpt = 0.2,
     top_p: o.TopPOpt = 0.7,
     max_new_tokens: o.MaxNewTokensOpt = 512,
@@ -67,11 +71,14 @@ def ask(
     existing_file(source)
     turns = read_history(history)
     sampling = pipeline.Sampling(fps, max_frames, o.parse_time(start, "--start"), o.parse_time(end, "--end"))
+    if subtitles:
+        read_subtitles(subtitles)  # a malformed file fails now, not after the model loads
     model = pick_model(out, model, [source], sampling, max_new_tokens)
     pipeline.check_source(source, identify(model))
     loaded = load(out, model, device, dtype, quantize, eva_weights, long_video)
     result = pipeline.ask(
         loaded, source, question, history=turns, sampling=sampling, use_cache=not no_cache, fit=fit,
+        subs=pipeline.SubtitleRequest(subtitles, transcribe, whisper_model),
         generation=pipeline.GenerationSettings(temperature, top_p, max_new_tokens, seed),
         on_text=None if json_out else out.stream, on_note=out.warn,
     )

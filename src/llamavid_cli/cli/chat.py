@@ -13,6 +13,7 @@ from .. import pipeline, settings, video
 from ..chat import ChatSession
 from ..errors import ContextLengthError
 from ..loader import identify
+from ..subtitles import DEFAULT_WHISPER, read_subtitles
 from . import options as o
 from .app import app
 from .common import existing_file, load, pick_model
@@ -80,6 +81,9 @@ def chat(
     quantize: o.QuantizeOpt = "none",
     eva_weights: o.EvaOpt = None,
     long_video: o.LongVideoOpt = None,
+    subtitles: o.SubtitlesOpt = None,
+    transcribe: o.TranscribeOpt = False,
+    whisper_model: o.WhisperOpt = DEFAULT_WHISPER,
     temperature: o.TemperatureOpt = 0.2,
     top_p: o.TopPOpt = 0.7,
     max_new_tokens: o.MaxNewTokensOpt = 512,
@@ -98,11 +102,16 @@ def chat(
     out = Output()
     existing_file(source)
     sampling = pipeline.Sampling(fps, max_frames, o.parse_time(start, "--start"), o.parse_time(end, "--end"))
+    if subtitles:
+        read_subtitles(subtitles)  # a malformed file fails now, not after the model loads
     model = pick_model(out, model, [source], sampling, max_new_tokens)
     pipeline.check_source(source, identify(model))
     loaded = load(out, model, device, dtype, quantize, eva_weights, long_video)
     with out.status(f"Reading {source.name}…"):
-        prepared = pipeline.prepare(loaded, source, sampling, use_cache=not no_cache)
+        prepared = pipeline.prepare(
+            loaded, source, sampling, use_cache=not no_cache,
+            subs=pipeline.SubtitleRequest(subtitles, transcribe, whisper_model),
+        )
     budget = pipeline.frame_budget(loaded, CHAT_QUESTION_ALLOWANCE, None, max_new_tokens)
     if prepared.num_frames > budget:
         if not fit:

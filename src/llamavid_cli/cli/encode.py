@@ -10,6 +10,7 @@ import typer
 
 from .. import pipeline, video, vidtok
 from ..errors import LlamaVidError, UsageError
+from ..subtitles import DEFAULT_WHISPER, read_subtitles
 from . import options as o
 from .app import app
 from .common import existing_file, load, pick_model
@@ -49,6 +50,9 @@ def encode(
     quantize: o.QuantizeOpt = "none",
     eva_weights: o.EvaOpt = None,
     long_video: o.LongVideoOpt = None,
+    subtitles: o.SubtitlesOpt = None,
+    transcribe: o.TranscribeOpt = False,
+    whisper_model: o.WhisperOpt = DEFAULT_WHISPER,
     fps: o.FpsOpt = 1.0,
     max_frames: o.MaxFramesOpt = None,
     start: o.StartOpt = None,
@@ -72,13 +76,16 @@ def encode(
     for target in targets:
         vidtok.check_writable(target)
     sampling = pipeline.Sampling(fps, max_frames, o.parse_time(start, "--start"), o.parse_time(end, "--end"))
+    if subtitles:
+        read_subtitles(subtitles)  # a malformed file fails now, not after the model loads
     if model == pipeline.AUTO_MODEL:
         model = pick_model(out, model, [v for v in videos if video.is_media(v)], sampling, 0)
     loaded = load(out, model, device, dtype, quantize, eva_weights, long_video)
     results, failed = [], 0
     for source, target in zip(videos, targets):
         try:
-            results.append(_encode_one(out, loaded, source, target, prompt, sampling, keep_features))
+            subs = pipeline.SubtitleRequest(subtitles, transcribe, whisper_model)
+            results.append(_encode_one(out, loaded, source, target, prompt, sampling, keep_features, subs))
         except LlamaVidError as exc:
             if len(videos) == 1:
                 raise
@@ -90,7 +97,7 @@ def encode(
         raise typer.Exit(1)
 
 
-def _encode_one(out: Output, loaded, source: Path, target: Path, prompt: str, sampling, keep: bool) -> dict:
+def _encode_one(out: Output, loaded, source: Path, target: Path, prompt: str, sampling, keep: bool, subs) -> dict:
     expected = None
     if not video.is_image(source):
         info = video.probe(source)
@@ -110,7 +117,8 @@ def _encode_one(out: Output, loaded, source: Path, target: Path, prompt: str, sa
         encoded = pipeline.encode_source(loaded, source, prompt, sampling, keep_features=keep, on_frames=advance)
     for warning in encoded.warnings:
         out.warn(f"{source}: {warning}")
-    vidtok.write(target, pipeline.to_vidtok(loaded, encoded, prompt, sampling))
+    cues = pipeline.gather_cues(source, subs, [])
+    vidtok.write(target, pipeline.to_vidtok(loaded, encoded, prompt, sampling, cues))
     out.info(f"{source} → {target} ({encoded.tokens.num_frames} frames, {encoded.seconds:.1f} s)")
     return {
         "source": str(source),
@@ -118,5 +126,6 @@ def _encode_one(out: Output, loaded, source: Path, target: Path, prompt: str, sa
         "frames": encoded.tokens.num_frames,
         "features": keep,
         "seconds": round(encoded.seconds, 3),
+        "subtitles": len(cues),
         "model": loaded.name,
     }

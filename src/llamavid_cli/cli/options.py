@@ -42,6 +42,15 @@ EvaOpt = Annotated[
     Optional[Path],
     typer.Option("--eva-weights", help="LAVIS eva_vit_g.pth, only for checkpoints whose shards lack the vision tower."),
 ]
+SubtitlesOpt = Annotated[
+    Optional[Path],
+    typer.Option("--subtitles", help="Subtitles (.srt or .vtt) for the long-video prompt; default: the video's own text track."),
+]
+TranscribeOpt = Annotated[
+    bool,
+    typer.Option("--transcribe", help="Make subtitles with Whisper (speech recognition) when the video has none."),
+]
+WhisperOpt = Annotated[str, typer.Option("--whisper-model", help="Whisper checkpoint for --transcribe.")]
 FitOpt = Annotated[
     bool,
     typer.Option("--fit", help="When the video does not fit the model's context, sample fewer frames (evenly spaced) until it does."),

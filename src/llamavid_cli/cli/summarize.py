@@ -12,6 +12,7 @@ import typer
 
 from .. import pipeline, video
 from ..errors import LlamaVidError, UsageError
+from ..subtitles import DEFAULT_WHISPER
 from . import options as o
 from .app import app
 from .common import load, pick_model
@@ -93,6 +94,8 @@ def summarize(
     quantize: o.QuantizeOpt = "none",
     eva_weights: o.EvaOpt = None,
     long_video: o.LongVideoOpt = None,
+    transcribe: o.TranscribeOpt = False,
+    whisper_model: o.WhisperOpt = DEFAULT_WHISPER,
     temperature: o.TemperatureOpt = 0.2,
     top_p: o.TopPOpt = 0.7,
     max_new_tokens: o.MaxNewTokensOpt = 512,
@@ -134,7 +137,8 @@ def summarize(
         for source in files:
             try:
                 result = pipeline.ask(
-                    loaded, source, prompt, sampling=sampling, generation=generation, use_cache=not no_cache, fit=fit
+                    loaded, source, prompt, sampling=sampling, generation=generation, use_cache=not no_cache, fit=fit,
+                    subs=pipeline.SubtitleRequest(None, transcribe, whisper_model),
                 )
             except LlamaVidError as exc:
                 failed.append(source)
