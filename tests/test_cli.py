@@ -274,3 +274,30 @@ def test_auto_model_picks_the_long_model_for_a_long_video(tmp_path, hub):
 def test_long_video_mode_can_be_forced_on_a_short_checkpoint(clip, tiny_video_ckpt):
     data = ask_json(clip, tiny_video_ckpt, "--long-video")
     assert data["prompt_ids"].count(-200) == 2 * data["frames"] and data["long_video"] is True
+
+
+def test_summarize_writes_one_file_per_video_and_resumes(tiny_video_ckpt, tmp_path):
+    folder = tmp_path / "library"
+    (folder / "trip").mkdir(parents=True)
+    media.make_video(folder / "a.mp4", seconds=1, fps=5)
+    media.make_video(folder / "trip" / "b.mkv", seconds=1, fps=5)
+    (folder / "notes.txt").write_text("not a video")
+    out = tmp_path / "summaries"
+    args = ["summarize", folder, "--recursive", "--out-dir", out, "--format", "md", "--model", tiny_video_ckpt,
+            "-t", 0, "--max-new-tokens", 2, *CPU]
+    first = run(*args)
+    assert first.exit_code == 0, first.stderr
+    assert sorted(p.name for p in out.iterdir()) == ["a.md", "b.md"]
+    assert (out / "a.md").read_text().startswith("# a.mp4\n\n")
+    second = run(*args, "--skip-existing")
+    assert second.exit_code == 0 and "Nothing to summarise." in second.stderr
+
+
+def test_summarize_takes_globs_and_json_formats(tiny_video_ckpt, tmp_path):
+    for name in ("x.mp4", "y.mp4"):
+        media.make_video(tmp_path / name, seconds=1, fps=5)
+    out = tmp_path / "out"
+    result = run("summarize", str(tmp_path / "*.mp4"), "--out-dir", out, "--format", "json", "--model", tiny_video_ckpt,
+                 "-t", 0, "--max-new-tokens", 2, *CPU)
+    assert result.exit_code == 0, result.stderr
+    assert {json.loads((out / f"{n}.json").read_text())["frames"] for n in ("x", "y")} == {1}

@@ -1,0 +1,83 @@
+"""The encode cache: a second question skips decoding and the tower; ranges come from it too."""
+
+import json
+import os
+
+import pytest
+from typer.testing import CliRunner
+
+import media
+from llamavid_cli import cache, pipeline
+from llamavid_cli.cli.app import app
+from llamavid_cli.loader import load_model
+
+GREEDY = pipeline.GenerationSettings(temperature=0, max_new_tokens=3)
+
+
+@pytest.fixture(scope="module")
+def loaded(tiny_video_ckpt):
+    model = load_model(str(tiny_video_ckpt), device="cpu", dtype="float32")
+    model.tower_calls = []
+    model.model.vision.register_forward_hook(lambda *_: model.tower_calls.append(1))
+    return model
+
+
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory):
+    return media.make_video(tmp_path_factory.mktemp("media") / "clip.mp4", seconds=6, fps=5)
+
+
+def ask(loaded, clip, question="Who?", **kwargs):
+    loaded.tower_calls.clear()
+    result = pipeline.ask(loaded, clip, question, generation=GREEDY, **kwargs)
+    return result, len(loaded.tower_calls)
+
+
+def test_second_question_comes_from_the_cache_without_tower_work(loaded, clip):
+    first, calls = ask(loaded, clip, "Who is there?")
+    assert calls > 0 and len(cache.entries()) == 1
+    second, calls = ask(loaded, clip, "What happens?")
+    assert calls == 0 and second.frames == first.frames == 6
+    again, _ = ask(loaded, clip, "Who is there?")
+    assert again.output_ids == first.output_ids  # features round-trip through float16 storage
+
+
+def test_a_time_range_is_cut_from_the_cached_whole_video(loaded, clip):
+    ask(loaded, clip)
+    part, calls = ask(loaded, clip, sampling=pipeline.Sampling(start=2.0, end=4.0))
+    assert calls == 0 and part.frames == 2
+
+
+def test_no_cache_neither_reads_nor_writes(loaded, clip):
+    _, calls = ask(loaded, clip, use_cache=False)
+    assert calls > 0 and cache.entries() == []
+
+
+def test_least_recently_used_entries_are_evicted_past_the_limit(loaded, tmp_path, monkeypatch):
+    clips = [media.make_video(tmp_path / f"c{i}.mp4", seconds=2 + i, fps=5) for i in range(3)]  # distinct content
+    ask(loaded, clips[0])
+    two_frames = cache.entries()[0].size
+    # room for clips 1 and 2 (3 + 4 frames ≈ 3.5 × two frames) but not all three (9 frames ≈ 4.5 ×)
+    monkeypatch.setenv("LLAMAVID_CACHE_SIZE", str(4 * two_frames))
+    ask(loaded, clips[1])
+    os.utime(cache.entries()[-1].path, (1, 1))  # make clip 0's entry the oldest for sure
+    ask(loaded, clips[2])
+    names = {pipeline.vidtok.read_header(e.path).source["name"] for e in cache.entries()}
+    assert names == {"c1.mp4", "c2.mp4"}
+
+
+def test_cache_list_and_clear(loaded, clip):
+    ask(loaded, clip)
+    listed = CliRunner().invoke(app, ["cache", "list", "--json"])
+    data = json.loads(listed.stdout)
+    assert [e["source"] for e in data["entries"]] == ["clip.mp4"] and data["entries"][0]["frames"] == 6
+    cleared = CliRunner().invoke(app, ["cache", "clear"])
+    assert cleared.exit_code == 0 and cache.entries() == []
+
+
+def test_a_damaged_entry_is_dropped_not_trusted(loaded, clip):
+    ask(loaded, clip)
+    entry = cache.entries()[0].path
+    entry.write_bytes(entry.read_bytes()[:100])
+    _, calls = ask(loaded, clip)
+    assert calls > 0  # re-encoded
