@@ -246,9 +246,15 @@ class FrameScaler:
         self.size = size
         self._to_rgb = VideoReformatter()
         self._graphs: dict[tuple[int, int, int, int, bool], av.filter.Graph] = {}
+        self._orientation: tuple[tuple[str, ...], bool] | None = None
 
     def __call__(self, frame: av.VideoFrame) -> np.ndarray:
-        ops, transposed = _orientation(frame)
+        # Read once per stream, as FFmpeg's autorotate does: touching frame.side_data on every
+        # frame makes a reference cycle in PyAV 18 that keeps each decoded picture alive until
+        # the cycle collector runs (memory grew with video length).
+        if self._orientation is None:
+            self._orientation = _orientation(frame)
+        ops, transposed = self._orientation
         rgb = self._to_rgb.reformat(frame, format="rgb24")
         if self.size is None:
             return np.ascontiguousarray(_apply(ops, rgb.to_ndarray()))
@@ -543,9 +549,11 @@ def _stream_frames(
     reached_end = False
 
     # Seek to the first slot when `start` is past the first frames, unless told never to seek.
+    # Seeks aim half a frame past the wanted frame: when it is a keyframe itself, the backward
+    # seek lands on it rather than on the keyframe before (a whole GOP decoded for nothing).
     seek_time: float | None = None
     if target is not None and seek is not False and start and start * src.fps > 1:
-        seek_time = (target * stride - 0.5) / src.fps
+        seek_time = (target * stride + 0.5) / src.fps
     retries = 0
     try:
         while target is not None:
@@ -581,7 +589,7 @@ def _stream_frames(
                 if target is None:
                     break
                 if target * stride - index > jump_gap:
-                    seek_time = (target * stride - 0.5) / src.fps
+                    seek_time = (target * stride + 0.5) / src.fps
                     break
             else:
                 if anchored and counted < 0 and seek_time > 0:  # the seek landed past the end
