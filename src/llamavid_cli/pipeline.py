@@ -276,7 +276,7 @@ def prepare(
     prepared = _prepare(loaded, Path(path), sampling, question=question, use_cache=use_cache, on_frames=on_frames)
     if subs.file or subs.transcribe or (loaded.long_video and not prepared.cues):
         prepared.cues = gather_cues(Path(path), subs, prepared.cues)
-    if prepared.cues and not loaded.long_video:
+    if (subs.file or subs.transcribe) and not loaded.long_video:
         prepared.notes.append("subtitles are only read by the long-video prompt; pass --long-video to use them")
     return prepared
 
@@ -326,7 +326,6 @@ def _prepare(
         stored = vidtok.read(path)
         vidtok.check_model(stored, path, loaded.name, loaded.fingerprint)
         prepared = from_vidtok(stored)
-        prepared.cues = [subtitles.Cue(**c) for c in stored.subtitles]
         if stored.features is None:
             prepared.notes.append(
                 f"{path.name} holds no features: answering with context tokens made for its encode prompt "
