@@ -1,10 +1,12 @@
 """`llamavid chat` driven as a person would: through a pseudo-terminal."""
 
+import fcntl
 import os
 import pty
 import select
 import subprocess
 import sys
+import termios
 import time
 
 import pytest
@@ -62,3 +64,52 @@ def test_chat_in_a_terminal_answers_handles_commands_and_keeps_history(clip, tin
         os.close(main)
     assert proc.returncode == 0
     assert "Who is there?" in (tmp_path / "data" / "chat_history").read_text()
+
+
+@pytest.fixture
+def talkative_ckpt(tiny_video_ckpt, tmp_path):
+    """The tiny checkpoint with a zero </s> row in lm_head: greedy answers never end early."""
+    import shutil
+
+    import torch
+
+    folder = tmp_path / "talkative"
+    shutil.copytree(tiny_video_ckpt, folder)
+    for shard in folder.glob("pytorch_model-*.bin"):
+        state = torch.load(shard, weights_only=True)
+        if "lm_head.weight" in state:
+            state["lm_head.weight"][2] = 0.0
+            torch.save(state, shard)
+    return folder
+
+
+def test_ctrl_c_stops_the_answer_and_the_chat_goes_on(clip, talkative_ckpt, tmp_path):
+    tiny_video_ckpt = talkative_ckpt
+    main, secondary = pty.openpty()
+
+    def own_terminal():  # make the pty the child's controlling terminal, so Ctrl-C reaches it
+        os.setsid()
+        fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "llamavid_cli", "chat", str(clip), "--model", str(tiny_video_ckpt),
+         "--device", "cpu", "--dtype", "float32", "-t", "0", "--max-new-tokens", "3500"],
+        stdin=secondary, stdout=secondary, stderr=secondary, close_fds=True, preexec_fn=own_terminal,
+        env={**os.environ, "LLAMAVID_DATA_DIR": str(tmp_path), "TERM": "dumb"},
+    )
+    os.close(secondary)
+    try:
+        read_until(main, b"You: ")
+        os.write(main, b"Tell me everything.\r")
+        read_until(main, b"LLaMA-VID: ")
+        time.sleep(1.0)
+        os.write(main, b"\x03")  # Ctrl-C
+        assert b"(answer stopped)" in read_until(main, b"You: ")
+        os.write(main, b"/info\r")
+        assert b"0 turns" in read_until(main, b"You: ")  # a stopped answer is not history
+        os.write(main, b"/exit\r")
+        proc.wait(timeout=30)
+    finally:
+        proc.kill()
+        os.close(main)
+    assert proc.returncode == 0

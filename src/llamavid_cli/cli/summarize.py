@@ -102,6 +102,8 @@ def summarize(
     seed: o.SeedOpt = None,
     fps: o.FpsOpt = 1.0,
     max_frames: o.MaxFramesOpt = None,
+    start: o.StartOpt = None,
+    end: o.EndOpt = None,
     fit: o.FitOpt = False,
     no_cache: o.NoCacheOpt = False,
     json_out: o.JsonOpt = False,
@@ -126,7 +128,7 @@ def summarize(
         out.info("Nothing to summarise.")
         return
     generation = pipeline.GenerationSettings(temperature, top_p, max_new_tokens, seed)
-    sampling = pipeline.Sampling(fps, max_frames)
+    sampling = pipeline.Sampling(fps, max_frames, o.parse_time(start, "--start"), o.parse_time(end, "--end"))
     if model == pipeline.AUTO_MODEL:  # one model for the batch: the long one if any video needs it
         videos = [f for f in files if not pipeline.is_vidtok(f)]
         model = pick_model(out, model, videos, sampling, max_new_tokens)

@@ -1,0 +1,706 @@
+"""Decode + frame choice + preprocessing throughput, sparse seeking and memory of `encode`'s front end.
+
+    python bench/encode.py                  # generated 120 s 1080p H.264 (~18 Mbit/s); ~14 min on 2 cores
+    python bench/encode.py --quick          # 20 s at 640x360, short memory videos: checks the script works
+    python bench/encode.py --video talk.mp4 --repeats 5 --skip-memory
+
+Four parts, all in one run, each measured step in a fresh subprocess (this script with the hidden
+`--step NAME`), so that each step's CPU time, wall time and peak RSS are its own. Steps of a part run
+interleaved (a, b, c, a, b, c, …) and every figure is the median of `--repeats` runs.
+
+1. Throughput, on one file (default: generated, 120 s 1920x1080 30 fps H.264 High, ~18 Mbit/s,
+   a keyframe every 2 s):
+     (a) the bare PyAV loop: `for frame in container.decode(stream): pass`, thread_type "AUTO";
+     (b) our path: `video.iter_frames(path, fps=1.0, size=224)` → `pixels.normalize(np.stack(batch))`
+         in batches of 16 on the CPU (each batch dropped once made, as encode hands it on);
+     (c) the original LLaMA-VID's way: every frame decoded, frames 0, stride, 2·stride, … (stride =
+         round(average_fps / 1.0), method.md §4) read as full-resolution RGB (`to_ndarray("rgb24")`),
+         np.stack-ed into one array, then transformers' CLIP image processor (the PIL one, as the
+         checkpoints shipped it: shortest_edge 224, crop 224, bicubic) on the whole array.
+   Targets for (b): CPU time ≤ 1.05× and throughput (file seconds per wall second) ≥ 0.9× those of (a).
+2. Sparse sampling: `iter_frames(path, fps=0.1, seek=True)` against `seek=False` on the same file:
+   wall time, speed-up, and a check that both chose the same frames (indices, times and a SHA-1 of the
+   full-resolution pixels). Exit status 1 when they differ.
+3. Memory: peak RSS of (b) on a 30-minute against a 1-minute video, both 640x360 30 fps H.264
+   (ultrafast, ~600 kbit/s, keyframe every 2 s). Target: ≤ 1.2×.
+4. With CUDA: frames/s of the real-sized EVA-ViT-G tower (random weights, fp16) at batch 1…64.
+
+Timing: CPU = getrusage(RUSAGE_SELF) user + system of the child (all its threads, decoder threads
+included) around the step only, imports and setup excluded; wall = perf_counter around the same.
+Peak RSS = the child's VmHWM, reset (`echo 5 > /proc/self/clear_refs`) just before the step, so it is
+the highest resident size *during* the step, the imported libraries included; "before" is VmRSS at the
+start of the step. (getrusage's ru_maxrss would also count the parent's size at spawn time.) Where
+clear_refs is not allowed, ru_maxrss of the child is used instead.
+
+Generated videos are cached under $TMPDIR/llamavid-bench-encode (or --cache-dir), one file per set of
+parameters, written atomically, so later runs skip the generation; --clean deletes them at the end.
+The page cache is warmed (the file read once) before each part. Progress goes to stderr; stdout gets a
+table and, as its last line, one JSON object with every number (only that line with --json-only).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import math
+import os
+import resource
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from fractions import Fraction
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT / "src") not in sys.path:
+    sys.path.insert(0, str(ROOT / "src"))
+
+MIB = 1024**2
+RESULT_TAG = "@@BENCH-RESULT "
+BATCH = 16  # frames per normalize() call on our path
+SIZE = 224
+CLIP_MEAN = [0.48145466, 0.4578275, 0.40821073]
+CLIP_STD = [0.26862954, 0.26130258, 0.27577711]
+GPU_BATCHES = (1, 8, 16, 32, 64)
+CACHE_VERSION = 1  # bump when the generator's content changes
+
+_T0 = time.perf_counter()
+
+
+def log(msg: str) -> None:
+    elapsed = time.perf_counter() - _T0
+    print(f"[encode {int(elapsed) // 60:02d}:{elapsed % 60:04.1f}] {msg}", file=sys.stderr, flush=True)
+
+
+# ============================================================================================
+# Video generation (parent)
+
+
+def video_name(seconds: float, width: int, height: int, fps: int, bitrate: int, preset: str, gop: int) -> str:
+    return f"v{CACHE_VERSION}_{seconds:g}s_{width}x{height}_{fps}fps_{bitrate // 1000}k_{preset}_gop{gop}.mp4"
+
+
+def generate_video(
+    path: Path, seconds: float, width: int, height: int, fps: int, bitrate: int, preset: str, gop: int
+) -> None:
+    """H.264 in MP4 with panning texture + changing noise (so the bitrate is spent), yuv420p planes
+    written directly (no RGB→YUV conversion in the generator), a keyframe exactly every `gop` frames."""
+    import av
+    import numpy as np
+
+    if width % 2 or height % 2:
+        raise SystemExit(f"width and height must be even, got {width}x{height}")
+    rng = np.random.default_rng(0)
+    margin = max(64, min(width, height) // 4)
+    ys, xs = np.mgrid[0 : height + 2 * margin, 0 : width + 2 * margin].astype(np.float32)
+    texture = 100 + 60 * np.sin(xs / 41.0) * np.cos(ys / 29.0) + 40 * np.sin((xs + 2 * ys) / 13.0)
+    texture = texture.clip(0, 199).astype(np.uint8) + rng.integers(0, 16, texture.shape, dtype=np.uint8)
+    del ys, xs
+    ch, cw = height // 2, width // 2
+    cm = margin // 2
+    cy, cx = np.mgrid[0 : ch + 2 * cm, 0 : cw + 2 * cm].astype(np.float32)
+    u_plane = (128 + 60 * np.sin(cx / 53.0 + cy / 71.0)).astype(np.uint8)
+    v_plane = (128 + 60 * np.cos(cx / 37.0 - cy / 61.0)).astype(np.uint8)
+    del cy, cx
+    noise = [rng.integers(0, 40, (height, width), dtype=np.uint8) for _ in range(7)]  # luma ≤ 199+15+39
+
+    total = int(round(seconds * fps))
+    buf = np.empty((height * 3 // 2, width), np.uint8)
+    flat = buf.reshape(-1)
+    y_end, u_end = height * width, height * width + ch * cw
+    last_log = time.perf_counter()
+    with av.open(str(path), "w", format="mp4") as container:
+        stream = container.add_stream(
+            "libx264", rate=fps, options={"preset": preset, "keyint_min": str(gop), "sc_threshold": "0"}
+        )
+        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        stream.bit_rate = bitrate
+        stream.codec_context.gop_size = gop
+        for i in range(total):
+            t = i / fps
+            dx = int(margin * (1 + 0.9 * math.sin(0.7 * t)))
+            dy = int(margin * (1 + 0.9 * math.cos(0.5 * t)))
+            np.add(texture[dy : dy + height, dx : dx + width], noise[(3 * i) % 7], out=buf[:height])
+            ux = int(cm * (1 + 0.9 * math.sin(0.3 * t)))
+            uy = int(cm * (1 + 0.9 * math.cos(0.4 * t)))
+            flat[y_end:u_end] = u_plane[uy : uy + ch, ux : ux + cw].ravel()
+            flat[u_end:] = v_plane[uy : uy + ch, ux : ux + cw].ravel()
+            frame = av.VideoFrame.from_ndarray(buf, format="yuv420p")
+            frame.pts = i
+            frame.time_base = Fraction(1, fps)
+            for packet in stream.encode(frame):
+                container.mux(packet)
+            now = time.perf_counter()
+            if now - last_log > 15:
+                last_log = now
+                log(f"  generating {path.name}: {i + 1}/{total} frames")
+        for packet in stream.encode():
+            container.mux(packet)
+
+
+def ensure_video(cache_dir: Path, **params) -> tuple[Path, float | None]:
+    """The cached file for these parameters, generated first if missing: (path, seconds it took or None)."""
+    path = cache_dir / video_name(**params)
+    if path.is_file() and path.stat().st_size > 0:
+        log(f"video {path.name}: cached")
+        return path, None
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f".{path.stem}.partial-{os.getpid()}.mp4")
+    log(f"generating {path.name} ({params['seconds']:g} s, {params['width']}x{params['height']}, "
+        f"{params['fps']} fps, {params['bitrate'] / 1e6:g} Mbit/s, preset {params['preset']})")
+    start = time.perf_counter()
+    try:
+        generate_video(partial, **params)
+        os.replace(partial, path)
+    finally:
+        partial.unlink(missing_ok=True)
+    took = time.perf_counter() - start
+    log(f"generated {path.name} in {took:.1f} s ({path.stat().st_size / MIB:.0f} MiB)")
+    return path, took
+
+
+def warm_cache(path: Path) -> None:
+    with open(path, "rb") as fh:
+        while fh.read(1 << 24):
+            pass
+
+
+# ============================================================================================
+# Measured steps (child)
+
+
+def _status_kib(field: str) -> int | None:
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return None
+
+
+def _reset_peak() -> bool:
+    try:
+        with open("/proc/self/clear_refs", "w") as fh:
+            fh.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def measure(fn, *args) -> dict:
+    """Run fn(*args) once; its CPU seconds, wall seconds, peak and starting RSS, and its result."""
+    import gc
+
+    gc.collect()
+    reset = _reset_peak()
+    before = _status_kib("VmRSS")
+    r0 = resource.getrusage(resource.RUSAGE_SELF)
+    t0 = time.perf_counter()
+    result = fn(*args)
+    wall = time.perf_counter() - t0
+    r1 = resource.getrusage(resource.RUSAGE_SELF)
+    hwm = _status_kib("VmHWM") if reset else None
+    peak_kib = hwm if hwm is not None else r1.ru_maxrss  # Linux: KiB
+    return {
+        "cpu_s": (r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime),
+        "wall_s": wall,
+        "peak_rss_mib": peak_kib / 1024,
+        "rss_before_mib": (before or 0) / 1024,
+        "peak_source": "VmHWM after clear_refs" if hwm is not None else "ru_maxrss",
+        "result": result,
+    }
+
+
+def step_bare(a: dict) -> dict:
+    import av
+
+    def run(path):
+        with av.open(path) as container:
+            stream = container.streams.video[0]
+            stream.thread_type = "AUTO"
+            n = 0
+            for _frame in container.decode(stream):
+                n += 1
+            return {"frames_decoded": n}
+
+    return measure(run, a["path"])
+
+
+def step_ours(a: dict) -> dict:
+    import numpy as np
+
+    from llamavid_cli.pixels import normalize
+    from llamavid_cli.video import iter_frames
+
+    def run(path, fps, size):
+        chosen, batch, indices = 0, [], []
+        for frame in iter_frames(path, fps=fps, size=size):
+            chosen += 1
+            indices.append(frame.index)
+            batch.append(frame.image)
+            if len(batch) == BATCH:
+                normalize(np.stack(batch))  # dropped at once: encode hands each batch to the tower
+                batch = []
+        if batch:
+            normalize(np.stack(batch))
+        return {"frames_chosen": chosen, "first_index": indices[0] if indices else None,
+                "last_index": indices[-1] if indices else None}
+
+    return measure(run, a["path"], a.get("fps", 1.0), a.get("size", SIZE))
+
+
+def _clip_processor():
+    try:
+        from transformers import CLIPImageProcessorPil as Processor  # transformers ≥ 5: the PIL backend
+    except ImportError:
+        from transformers import CLIPImageProcessor as Processor  # 4.x: CLIPImageProcessor is the PIL one
+    return Processor(
+        do_resize=True, size={"shortest_edge": SIZE}, resample=3, do_center_crop=True, crop_size=SIZE,
+        do_rescale=True, rescale_factor=1 / 255, do_normalize=True, image_mean=CLIP_MEAN, image_std=CLIP_STD,
+        do_convert_rgb=True,
+    )
+
+
+def step_original(a: dict) -> dict:
+    import av
+    import numpy as np
+
+    processor = _clip_processor()
+
+    def run(path, fps):
+        with av.open(path) as container:
+            stream = container.streams.video[0]
+            stream.thread_type = "AUTO"
+            stride = max(1, round(float(stream.average_rate) / fps))
+            frames = []
+            for i, frame in enumerate(container.decode(stream)):
+                if i % stride == 0:
+                    frames.append(frame.to_ndarray(format="rgb24"))
+        video = np.stack(frames)
+        del frames
+        pixels = processor.preprocess(video, return_tensors="pt")["pixel_values"]
+        return {"frames_decoded": i + 1, "frames_chosen": int(pixels.shape[0]), "stride": stride,
+                "array_mib": video.nbytes / MIB, "pixel_values": list(pixels.shape)}
+
+    out = measure(run, a["path"], a.get("fps", 1.0))
+    out["result"]["processor"] = type(processor).__name__
+    return out
+
+
+def step_sparse(a: dict) -> dict:
+    from llamavid_cli.video import iter_frames, probe
+
+    info = probe(a["path"])
+
+    def run(path, fps, seek):
+        return [
+            [f.index, round(f.time, 6), hashlib.sha1(f.image.tobytes()).hexdigest()[:16]]
+            for f in iter_frames(path, fps=fps, seek=seek)
+        ]
+
+    out = measure(run, a["path"], a["fps"], a["seek"])
+    out["result"] = {"frames": out["result"], "keyframe_interval_s": info.keyframe_interval}
+    return out
+
+
+def step_probe(a: dict) -> dict:
+    from llamavid_cli.video import probe
+
+    import av
+
+    info = probe(a["path"])
+    with av.open(a["path"]) as container:
+        stream = container.streams.video[0]
+        profile = stream.codec_context.profile
+    size = os.path.getsize(a["path"])
+    return {"result": {
+        "width": info.width, "height": info.height, "fps": info.fps, "duration_s": info.duration,
+        "frame_count": info.frame_count, "codec": info.codec, "profile": profile,
+        "keyframe_interval_s": info.keyframe_interval, "size_mib": size / MIB,
+        "mbit_s": size * 8 / info.duration / 1e6 if info.duration else None,
+    }}
+
+
+def step_gpu(a: dict) -> dict:
+    import torch
+
+    device = a.get("device", "cuda")
+    if device == "cuda" and not torch.cuda.is_available():
+        return {"result": {"available": False}}
+    from llamavid_cli.config import VisionConfig
+    from llamavid_cli.model.vision import EvaVisionTower
+
+    if a.get("tiny"):  # a CPU self-check of this code path, not a measurement
+        config = VisionConfig(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=128)
+        dtype = torch.float32
+    else:
+        config = VisionConfig()
+        dtype = torch.float16
+    torch.manual_seed(0)
+    with torch.device(device):
+        tower = EvaVisionTower(config).to(dtype).eval()
+    params = sum(p.numel() for p in tower.parameters())
+
+    def sync():
+        if device == "cuda":
+            torch.cuda.synchronize()
+
+    rows = []
+    for batch in a.get("batches", GPU_BATCHES):
+        x = torch.randn(batch, 3, config.image_size, config.image_size, device=device, dtype=dtype)
+        if device == "cuda":
+            torch.cuda.empty_cache()
+            torch.cuda.reset_peak_memory_stats()
+        with torch.inference_mode():
+            for _ in range(3):
+                tower(x)
+            sync()
+            iters = max(2, min(50, 256 // batch))
+            rates = []
+            for _ in range(a.get("repeats", 3)):
+                t0 = time.perf_counter()
+                for _ in range(iters):
+                    tower(x)
+                sync()
+                rates.append(batch * iters / (time.perf_counter() - t0))
+        peak = torch.cuda.max_memory_allocated() / MIB if device == "cuda" else None
+        rows.append({"batch": batch, "frames_per_s": statistics.median(rates), "runs": rates, "peak_mem_mib": peak})
+    name = torch.cuda.get_device_name() if device == "cuda" else "cpu"
+    return {"result": {"available": True, "device": name, "dtype": str(dtype).removeprefix("torch."),
+                       "params": params, "rows": rows}}
+
+
+STEPS = {
+    "bare": step_bare, "ours": step_ours, "original": step_original, "sparse": step_sparse,
+    "probe": step_probe, "gpu": step_gpu,
+}
+
+
+def child_main(name: str, args_json: str) -> None:
+    out = STEPS[name](json.loads(args_json))
+    print(RESULT_TAG + json.dumps(out), flush=True)
+
+
+# ============================================================================================
+# Orchestration (parent)
+
+
+class StepFailed(RuntimeError):
+    pass
+
+
+def run_step(name: str, args: dict, timeout: float = 3600) -> dict:
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--step", name, "--step-args", json.dumps(args)]
+    proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, timeout=timeout)
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith(RESULT_TAG)]
+    if proc.returncode != 0 or not lines:
+        tail = "\n".join((proc.stderr or proc.stdout).strip().splitlines()[-15:])
+        raise StepFailed(f"step {name} {args} failed (exit {proc.returncode}):\n{tail}")
+    return json.loads(lines[-1][len(RESULT_TAG):])
+
+
+def med(runs: list[dict], key: str) -> float:
+    return statistics.median(r[key] for r in runs)
+
+
+def summarize(runs: list[dict]) -> dict:
+    return {
+        "cpu_s": med(runs, "cpu_s"), "wall_s": med(runs, "wall_s"),
+        "peak_rss_mib": med(runs, "peak_rss_mib"), "rss_before_mib": med(runs, "rss_before_mib"),
+        "runs": [{k: r[k] for k in ("cpu_s", "wall_s", "peak_rss_mib", "rss_before_mib")} for r in runs],
+        "peak_source": runs[0]["peak_source"], "result": runs[0]["result"],
+    }
+
+
+def part_decode(path: Path, duration: float, repeats: int) -> dict:
+    steps = [("a", "bare"), ("b", "ours"), ("c", "original")]
+    runs: dict[str, list[dict]] = {k: [] for k, _ in steps}
+    warm_cache(path)
+    for r in range(repeats):
+        for key, name in steps:
+            out = run_step(name, {"path": str(path), "fps": 1.0, "size": SIZE})
+            runs[key].append(out)
+            log(f"1. ({key}) {name:8s} run {r + 1}/{repeats}: CPU {out['cpu_s']:.2f} s, wall {out['wall_s']:.2f} s, "
+                f"peak RSS {out['peak_rss_mib']:.0f} MiB")
+    rows = {k: summarize(v) for k, v in runs.items()}
+    base = rows["a"]
+    for key, row in rows.items():
+        row["cpu_ratio"] = row["cpu_s"] / base["cpu_s"]
+        row["throughput_ratio"] = base["wall_s"] / row["wall_s"]
+        row["video_s_per_wall_s"] = duration / row["wall_s"] if duration else None
+        row["decoded_fps"] = base["result"]["frames_decoded"] / row["wall_s"]
+        # paired per-repeat ratios (runs of a repeat are back to back), for a feel of the noise
+        row["cpu_ratio_runs"] = [x["cpu_s"] / y["cpu_s"] for x, y in zip(runs[key], runs["a"])]
+        row["throughput_ratio_runs"] = [y["wall_s"] / x["wall_s"] for x, y in zip(runs[key], runs["a"])]
+    b = rows["b"]
+    same = rows["b"]["result"]["frames_chosen"] == rows["c"]["result"]["frames_chosen"]
+    return {
+        "rows": rows,
+        "targets": {
+            "cpu_ratio_max": 1.05, "throughput_ratio_min": 0.9,
+            "cpu_ok": b["cpu_ratio"] <= 1.05, "throughput_ok": b["throughput_ratio"] >= 0.9,
+        },
+        "same_frame_count_b_c": same,
+    }
+
+
+def part_sparse(path: Path, repeats: int, fps: float = 0.1) -> dict:
+    warm_cache(path)
+    runs: dict[bool, list[dict]] = {True: [], False: []}
+    for r in range(repeats):
+        for seek in (True, False):
+            out = run_step("sparse", {"path": str(path), "fps": fps, "seek": seek})
+            runs[seek].append(out)
+            log(f"2. seek={seek!s:5s} run {r + 1}/{repeats}: wall {out['wall_s']:.2f} s, "
+                f"{len(out['result']['frames'])} frames")
+    listings = [json.dumps(o["result"]["frames"]) for o in runs[True] + runs[False]]
+    identical = len(set(listings)) == 1
+    seek_row, seq_row = summarize(runs[True]), summarize(runs[False])
+    frames = runs[True][0]["result"]["frames"]
+    mismatch = []
+    if not identical:
+        a, b = runs[True][0]["result"]["frames"], runs[False][0]["result"]["frames"]
+        mismatch = [[x, y] for x, y in zip(a, b) if x != y][:5]
+        if len(a) != len(b):
+            mismatch.append(f"counts differ: seek {len(a)}, sequential {len(b)}")
+    return {
+        "fps": fps,
+        "keyframe_interval_s": runs[True][0]["result"]["keyframe_interval_s"],
+        "seek": {k: v for k, v in seek_row.items() if k != "result"},
+        "sequential": {k: v for k, v in seq_row.items() if k != "result"},
+        "speedup": seq_row["wall_s"] / seek_row["wall_s"],
+        "frames_chosen": len(frames),
+        "frames": frames,
+        "identical": identical,
+        "mismatch": mismatch,
+    }
+
+
+def part_memory(short: Path, long: Path, durations: tuple[float, float], repeats: int) -> dict:
+    runs: dict[str, list[dict]] = {"short": [], "long": []}
+    for r in range(repeats):
+        for key, path in (("short", short), ("long", long)):
+            warm_cache(path)
+            out = run_step("ours", {"path": str(path), "fps": 1.0, "size": SIZE})
+            runs[key].append(out)
+            log(f"3. {key:5s} run {r + 1}/{repeats}: peak RSS {out['peak_rss_mib']:.1f} MiB "
+                f"(before {out['rss_before_mib']:.1f}), wall {out['wall_s']:.1f} s")
+    s, lg = summarize(runs["short"]), summarize(runs["long"])
+    ratio = lg["peak_rss_mib"] / s["peak_rss_mib"]
+    growth_s = s["peak_rss_mib"] - s["rss_before_mib"]
+    growth_l = lg["peak_rss_mib"] - lg["rss_before_mib"]
+    return {
+        "short": {**s, "duration_s": durations[0]},
+        "long": {**lg, "duration_s": durations[1]},
+        "peak_ratio": ratio,
+        "step_growth_mib": {"short": growth_s, "long": growth_l},
+        "step_growth_ratio": growth_l / growth_s if growth_s > 0 else None,
+        "target_ratio_max": 1.2,
+        "ok": ratio <= 1.2,
+    }
+
+
+# ---- the human table ------------------------------------------------------------------------
+
+
+def fmt_video(v: dict) -> str:
+    kf = f"keyframe every {v['keyframe_interval_s']:.2f} s" if v.get("keyframe_interval_s") else "keyframe interval unknown"
+    rate = f"{v['mbit_s']:.1f} Mbit/s" if v.get("mbit_s") else "?"
+    gen = v.get("generated_in_s")
+    made = f"generated in {gen:.1f} s" if gen is not None else ("cached" if v.get("generated") else "given")
+    return (f"{v['path']}\n    {v['duration_s']:.1f} s {v['width']}x{v['height']} {v['fps']:.2f} fps "
+            f"{v['codec']} ({v['profile']}), {rate}, {v['size_mib']:.0f} MiB, {kf}; {made}")
+
+
+def print_table(report: dict) -> None:
+    p = print
+    p(f"bench/encode.py: medians of {report['repeats']} runs, each step in a fresh process "
+      f"({report['machine']['cpus']} CPUs, load {report['machine']['load_before']} → {report['machine']['load_after']})")
+    dec = report.get("decode")
+    if dec:
+        p("")
+        p("1. Decode + frame choice + preprocessing (fps=1.0, 224 px)")
+        p("   video: " + fmt_video(report["videos"]["main"]))
+        rows = dec["rows"]
+        names = {
+            "a": "(a) bare PyAV decode loop",
+            "b": "(b) iter_frames + normalize (ours)",
+            "c": "(c) original: rgb24 stack + CLIP proc",
+        }
+        p(f"   {'step':40s} {'CPU s':>8s} {'wall s':>8s} {'CPU/(a)':>8s} {'thr/(a)':>8s} "
+          f"{'video s/s':>9s} {'peak RSS':>10s} {'before':>8s}")
+        for key in ("a", "b", "c"):
+            r = rows[key]
+            p(f"   {names[key]:40s} {r['cpu_s']:8.2f} {r['wall_s']:8.2f} {r['cpu_ratio']:8.3f} "
+              f"{r['throughput_ratio']:8.3f} {r['video_s_per_wall_s'] or 0:9.2f} "
+              f"{r['peak_rss_mib']:7.0f} MiB {r['rss_before_mib']:4.0f} MiB")
+        t = dec["targets"]
+        p(f"   frames: {rows['a']['result']['frames_decoded']} decoded, {rows['b']['result']['frames_chosen']} chosen "
+          f"by (b), {rows['c']['result']['frames_chosen']} by (c) (stride {rows['c']['result']['stride']}; "
+          f"(c) holds a {rows['c']['result']['array_mib']:.0f} MiB array; processor "
+          f"{rows['c']['result']['processor']})")
+        p(f"   target (b) CPU ≤ 1.05×(a): {rows['b']['cpu_ratio']:.3f}  {'PASS' if t['cpu_ok'] else 'MISS'}   "
+          f"per run {', '.join(f'{x:.3f}' for x in rows['b']['cpu_ratio_runs'])}")
+        p(f"   target (b) throughput ≥ 0.9×(a): {rows['b']['throughput_ratio']:.3f}  "
+          f"{'PASS' if t['throughput_ok'] else 'MISS'}   per run "
+          f"{', '.join(f'{x:.3f}' for x in rows['b']['throughput_ratio_runs'])}")
+    sp = report.get("sparse")
+    if sp:
+        p("")
+        p(f"2. Sparse sampling, iter_frames(fps={sp['fps']:g}) on the same video "
+          f"(keyframe interval {sp['keyframe_interval_s'] or float('nan'):.2f} s)")
+        p(f"   {'mode':40s} {'CPU s':>8s} {'wall s':>8s}")
+        p(f"   {'seek=True':40s} {sp['seek']['cpu_s']:8.2f} {sp['seek']['wall_s']:8.2f}")
+        p(f"   {'seek=False':40s} {sp['sequential']['cpu_s']:8.2f} {sp['sequential']['wall_s']:8.2f}")
+        p(f"   speed-up {sp['speedup']:.1f}x; {sp['frames_chosen']} frames chosen; indices, times and pixel "
+          f"SHA-1s {'IDENTICAL' if sp['identical'] else 'DIFFER: ' + json.dumps(sp['mismatch'])} across all runs")
+    mem = report.get("memory")
+    if mem:
+        p("")
+        p("3. Memory: peak RSS of (b) (iter_frames + normalize, batches dropped), short vs long video")
+        p("   short: " + fmt_video(report["videos"]["memory_short"]))
+        p("   long:  " + fmt_video(report["videos"]["memory_long"]))
+        for key in ("short", "long"):
+            r = mem[key]
+            d = r["duration_s"]
+            label = f"{key} ({d / 60:g} min)" if d >= 60 else f"{key} ({d:g} s)"
+            p(f"   {label:40s} peak {r['peak_rss_mib']:8.1f} MiB "
+              f"(before step {r['rss_before_mib']:.1f} MiB, +{r['peak_rss_mib'] - r['rss_before_mib']:.1f}); "
+              f"wall {r['wall_s']:.1f} s, {r['result']['frames_chosen']} frames")
+        growth = mem["step_growth_ratio"]
+        growth_s = f"{growth:.2f}x" if growth is not None else "n/a"
+        p(f"   peak RSS ratio long/short: {mem['peak_ratio']:.3f}  (target <= 1.2: {'PASS' if mem['ok'] else 'MISS'}); "
+          f"growth during the step (peak - before) long/short: {growth_s}")
+    elif report.get("memory_skipped"):
+        p("")
+        p("3. Memory: skipped (--skip-memory)")
+    gpu = report.get("gpu") or {}
+    p("")
+    if gpu.get("available"):
+        p(f"4. Vision tower (EVA-ViT-G, {gpu['params'] / 1e6:.0f} M params, random weights, {gpu['dtype']}) "
+          f"on {gpu['device']}")
+        for row in gpu["rows"]:
+            mem_s = f", peak {row['peak_mem_mib']:.0f} MiB" if row["peak_mem_mib"] is not None else ""
+            p(f"   batch {row['batch']:3d}: {row['frames_per_s']:9.1f} frames/s{mem_s}")
+    else:
+        p("4. Vision tower frames/s: needs a CUDA GPU (torch.cuda.is_available() is False here); skipped")
+
+
+def loadavg() -> str:
+    try:
+        return " ".join(f"{x:.2f}" for x in os.getloadavg())
+    except OSError:
+        return "?"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="small videos (20 s at 640x360; memory 10 s vs 2 min)")
+    parser.add_argument("--repeats", type=int, default=3, help="runs per step; medians are reported (default 3)")
+    parser.add_argument("--video", type=Path, help="measure parts 1 and 2 on this file instead of a generated one")
+    parser.add_argument("--skip-memory", action="store_true", help="skip part 3 (it generates a 30-minute video)")
+    parser.add_argument("--json-only", action="store_true", help="print only the JSON line on stdout")
+    parser.add_argument("--seconds", type=float, default=None, help="generated video length (default 120; quick 20)")
+    parser.add_argument("--width", type=int, default=None, help="generated width (default 1920; quick 640)")
+    parser.add_argument("--height", type=int, default=None, help="generated height (default 1080; quick 360)")
+    parser.add_argument("--fps", type=int, default=30, help="generated frame rate (default 30)")
+    parser.add_argument("--bitrate", type=float, default=None, help="generated Mbit/s (default 18; quick 2)")
+    parser.add_argument("--memory-fps", type=int, default=30, help="frame rate of the memory videos (default 30)")
+    parser.add_argument("--cache-dir", type=Path, default=Path(tempfile.gettempdir()) / "llamavid-bench-encode")
+    parser.add_argument("--clean", action="store_true", help="delete the generated videos at the end")
+    parser.add_argument("--step", help=argparse.SUPPRESS)
+    parser.add_argument("--step-args", default="{}", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+
+    if args.step:
+        child_main(args.step, args.step_args)
+        return 0
+    if args.repeats < 1:
+        parser.error("--repeats must be at least 1")
+
+    q = args.quick
+    seconds = args.seconds or (20.0 if q else 120.0)
+    width = args.width or (640 if q else 1920)
+    height = args.height or (360 if q else 1080)
+    bitrate = int((args.bitrate or (2.0 if q else 18.0)) * 1e6)
+    mem_short, mem_long = (10.0, 120.0) if q else (60.0, 1800.0)
+
+    report: dict = {
+        "bench": "encode", "quick": q, "repeats": args.repeats,
+        "machine": {"cpus": os.cpu_count(), "load_before": loadavg()},
+        "videos": {},
+    }
+    status = 0
+    try:
+        def describe(path: Path, took: float | None, generated: bool) -> dict:
+            info = run_step("probe", {"path": str(path)})["result"]
+            return {"path": str(path), **info, "generated": generated, "generated_in_s": took}
+
+        if args.video:
+            if not args.video.is_file():
+                parser.error(f"--video {args.video}: no such file")
+            main_path = args.video.resolve()
+            report["videos"]["main"] = describe(main_path, None, False)
+        else:
+            main_path, took = ensure_video(
+                args.cache_dir, seconds=seconds, width=width, height=height, fps=args.fps,
+                bitrate=bitrate, preset="superfast", gop=2 * args.fps,
+            )
+            report["videos"]["main"] = describe(main_path, took, True)
+        duration = report["videos"]["main"]["duration_s"]
+
+        log(f"1. throughput on {main_path.name}: (a) bare, (b) ours, (c) original, {args.repeats} runs each")
+        report["decode"] = part_decode(main_path, duration, args.repeats)
+
+        log(f"2. sparse sampling (fps=0.1), seek=True vs seek=False, {args.repeats} runs each")
+        report["sparse"] = part_sparse(main_path, args.repeats)
+        if not report["sparse"]["identical"]:
+            status = 1
+
+        if args.skip_memory:
+            report["memory_skipped"] = True
+        else:
+            mem_params = dict(width=640, height=360, fps=args.memory_fps, bitrate=600_000, preset="ultrafast",
+                              gop=2 * args.memory_fps)
+            paths = []
+            for key, secs in (("memory_short", mem_short), ("memory_long", mem_long)):
+                path, took = ensure_video(args.cache_dir, seconds=secs, **mem_params)
+                report["videos"][key] = describe(path, took, True)
+                paths.append(path)
+            log(f"3. memory: {mem_short:g} s vs {mem_long:g} s at 640x360 {args.memory_fps} fps")
+            report["memory"] = part_memory(paths[0], paths[1], (mem_short, mem_long), args.repeats)
+
+        log("4. vision tower (needs CUDA)")
+        report["gpu"] = run_step("gpu", {"repeats": args.repeats})["result"]
+    except StepFailed as err:
+        log(str(err))
+        report["error"] = str(err)
+        status = 2
+    except KeyboardInterrupt:
+        log("interrupted")
+        report["error"] = "interrupted"
+        status = 130
+    finally:
+        if args.clean and args.cache_dir.exists():
+            shutil.rmtree(args.cache_dir, ignore_errors=True)
+            log(f"removed {args.cache_dir}")
+        elif args.cache_dir.exists() and not args.video:
+            log(f"generated videos kept in {args.cache_dir} (delete it, or pass --clean, to free the space)")
+
+    report["machine"]["load_after"] = loadavg()
+    report["ok"] = status == 0
+    if not args.json_only and "error" not in report:
+        print_table(report)
+        print()
+    print(json.dumps(report), flush=True)
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())
