@@ -48,6 +48,7 @@ never by their names.
 from __future__ import annotations
 
 import bisect
+import functools
 import math
 import numbers
 import statistics
@@ -169,8 +170,17 @@ def load_image(path: str | Path) -> np.ndarray:
 
 
 def probe(path: str | Path) -> VideoInfo:
-    """Describe a video or image file; raise VideoError with one line if it cannot be used."""
+    """Describe a video or image file; raise VideoError with one line if it cannot be used.
+
+    A command asks several times about the same file (checks, frame estimate, metadata), so
+    answers are remembered for as long as the file's size and modification time stay put."""
     path = _check_path(path)
+    stat = path.stat()
+    return _probe(path, stat.st_size, stat.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=64)
+def _probe(path: Path, size: int, mtime_ns: int) -> VideoInfo:
     if is_image(path):
         with Image.open(path) as img:
             width, height = ImageOps.exif_transpose(img).size
