@@ -90,6 +90,6 @@ def test_a_malformed_subtitle_file_names_the_line(clip, tiny_long_ckpt, tmp_path
 def test_a_damaged_cue_is_skipped_with_a_warning(clip, tiny_long_ckpt, tmp_path):
     damaged = tmp_path / "damaged.srt"
     damaged.write_text("1\n00:00:01,000 --> 00:00:02,000\nfine\n\n2\nnot a time\ntext\n")
-    result = run("ask", clip, "Who?", "--model", tiny_long_ckpt, "--subtitles", damaged, "-t", 0, "--max-new-tokens", 2, *CPU)
+    result = run("ask", clip, "Who?", "--model", tiny_long_ckpt, "--subtitles", damaged, "--max-new-tokens", 2, *CPU)
     assert result.exit_code == 0, result.stderr
     assert f"{damaged}:6: expected a time line like" in result.stderr and "skipped that cue" in result.stderr

@@ -179,7 +179,12 @@ _TIME_VTT = "00:01:02.500 --> 00:01:04.000"
             read_vtt,
             f"h.vtt:3: expected a time line like {_TIME_VTT}, got '00:01.000 --> 00:02,000'",
         ),
-        ("i.vtt", "WEBVTT\n\n00:61.000 --> 00:62.000\nminutes\n", read_vtt, "i.vtt:3: cannot read the cue at '00:61.000 --> 00:62.000'"),
+        (  # webvtt-py checks the ranges
+            "i.vtt",
+            "WEBVTT\n\n00:61.000 --> 00:62.000\nminutes\n",
+            read_vtt,
+            "i.vtt:3: cannot read the cue at '00:61.000 --> 00:62.000'",
+        ),
     ],
 )
 def test_a_file_without_one_usable_cue_names_file_and_line(tmp_path, monkeypatch, name, text, reader, message):
@@ -218,7 +223,8 @@ def test_a_file_without_one_usable_cue_names_file_and_line(tmp_path, monkeypatch
         ),
         (  # a cue that forgot its blank line is its own cue: only it is skipped
             "d.srt",
-            "00:00:01,000 --> 00:00:02,000\nok\n00:00:05,000 --> 00:00:04,000\nbad\n00:00:06,000 --> 00:00:07,000\nok too\n",
+            "00:00:01,000 --> 00:00:02,000\nok\n00:00:05,000 --> 00:00:04,000\nbad\n"
+            "00:00:06,000 --> 00:00:07,000\nok too\n",
             [Cue(1.0, 2.0, "ok"), Cue(6.0, 7.0, "ok too")],
             "d.srt:3: the cue ends (00:00:04,000) before it starts (00:00:05,000)",
         ),
@@ -270,7 +276,9 @@ def test_error_family_and_unreadable_files(tmp_path):
 
 # --- text encodings ------------------------------------------------------------------------------
 
-_SRT_TEXT = "1\r\n00:00:01,000 --> 00:00:02,000\r\nÇa va? Ünïcödé ✓\r\n\r\n2\r\n00:00:03,000 --> 00:00:04,000\r\n日本語\r\n"
+_SRT_TEXT = (
+    "1\r\n00:00:01,000 --> 00:00:02,000\r\nÇa va? Ünïcödé ✓\r\n\r\n2\r\n00:00:03,000 --> 00:00:04,000\r\n日本語\r\n"
+)
 _SRT_CUES = [Cue(1.0, 2.0, "Ça va? Ünïcödé ✓"), Cue(3.0, 4.0, "日本語")]
 
 
@@ -317,7 +325,8 @@ def test_hopeless_bytes_are_one_error(tmp_path):
     with pytest.raises(SubtitleError, match=r"noise\.srt is not text in any encoding we can recognise"):
         read_subtitles(noise)
     marked = write(tmp_path / "marked.srt", b"\xef\xbb\xbf1\n\xff\xfe\xfd")
-    with pytest.raises(SubtitleError, match=r"marked\.srt is not valid UTF-8 \(as its byte-order mark says\): bad bytes at offset 5"):
+    message = r"marked\.srt is not valid UTF-8 \(as its byte-order mark says\): bad bytes at offset 5"
+    with pytest.raises(SubtitleError, match=message):
         read_subtitles(marked)
 
 
@@ -340,9 +349,10 @@ def test_written_files_read_back_as_the_same_cues(tmp_path, writer, reader, suff
     assert read_subtitles(path) == _ROUND_TRIP  # told apart by content
     assert [p.name for p in tmp_path.iterdir()] == [path.name]  # replaced in place, no temp file left
     head = path.read_text(encoding="utf-8").split("\n")[:3]
-    assert head == (
-        ["1", "00:00:00,000 --> 00:00:01,500", "First"] if suffix == "srt" else ["WEBVTT", "", "00:00:00.000 --> 00:00:01.500"]
-    )
+    if suffix == "srt":
+        assert head == ["1", "00:00:00,000 --> 00:00:01,500", "First"]
+    else:
+        assert head == ["WEBVTT", "", "00:00:00.000 --> 00:00:01.500"]
 
 
 def test_a_write_that_fails_is_one_error_and_leaves_nothing(tmp_path):

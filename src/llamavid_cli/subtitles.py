@@ -14,7 +14,7 @@ Sources, all giving `Cue(start, end, text)` in seconds on the video's clock:
   embedded_cues         the first text subtitle track inside a container (subrip, ass/ssa,
                         mov_text, webvtt), decoded with PyAV; bitmap tracks are ignored.
 
-Text encoding (`decode_text`): a byte-order mark decides (UTF-8, UTF-16 and UTF-32, either byte
+Text encoding (`_decode_text`): a byte-order mark decides (UTF-8, UTF-16 and UTF-32, either byte
 order); else the encoding the caller names; else strict UTF-8; else charset-normalizer's best
 guess, said in one warning since a guess from a few lines can be wrong.
 
@@ -43,9 +43,6 @@ from fractions import Fraction
 from pathlib import Path
 
 import av
-import charset_normalizer
-import srt
-import webvtt
 
 from .errors import LlamaVidError, VideoError
 
@@ -121,6 +118,8 @@ def read_vtt(path: str | Path, *, encoding: str | None = None, on_warning: Warni
 
 def write_srt(cues: Iterable[Cue], path: str | Path) -> None:
     """A SubRip file of `cues`, numbered from 1 in the order given (UTF-8, replaced atomically)."""
+    import srt  # srt, webvtt and charset_normalizer load on use: ~0.1 s off every command's start
+
     subs = [
         srt.Subtitle(i, _delta(cue.start), _delta(cue.end), cue.text) for i, cue in enumerate(cues, start=1)
     ]
@@ -129,9 +128,11 @@ def write_srt(cues: Iterable[Cue], path: str | Path) -> None:
 
 def write_vtt(cues: Iterable[Cue], path: str | Path) -> None:
     """A WebVTT file of `cues` in the order given; & < > are escaped, as WebVTT requires."""
+    import webvtt
+
     captions = [
-        webvtt.Caption(_clock(cue.start, "."), _clock(cue.end, "."), html.escape(_no_blank_lines(cue.text), quote=False))
-        for cue in cues
+        webvtt.Caption(_clock(c.start, "."), _clock(c.end, "."), html.escape(_no_blank_lines(c.text), quote=False))
+        for c in cues
     ]
     _write_atomic(Path(path), webvtt.WebVTT(captions=captions).content)
 
@@ -150,13 +151,13 @@ def _read_text(path: str | Path, encoding: str | None, on_warning: WarningHook |
         raise SubtitleError(f"{path} is a directory; give a .srt or .vtt file") from None
     except OSError as e:
         raise SubtitleError(f"cannot read {path}: {e.strerror or e}") from None
-    text = decode_text(path, data, encoding, on_warning).replace("\r\n", "\n").replace("\r", "\n")
+    text = _decode_text(path, data, encoding, on_warning).replace("\r\n", "\n").replace("\r", "\n")
     if text.lstrip().startswith("[Script Info]"):
         raise SubtitleError(f"{path} is an ASS/SSA file; convert it to SRT (ffmpeg -i {path.name} out.srt)")
     return path, text
 
 
-def decode_text(
+def _decode_text(
     path: Path, data: bytes, encoding: str | None = None, on_warning: WarningHook | None = None
 ) -> str:
     """The text of a subtitle file: a byte-order mark decides; else `encoding`; else strict UTF-8;
@@ -176,11 +177,14 @@ def decode_text(
         text = None
     if text is not None and "\x00" not in text:  # NULs: UTF-16/32 without a mark, or not text at all
         return text
+    import charset_normalizer
+
     guess = charset_normalizer.from_bytes(data).best()
     if guess is None or "\x00" in str(guess):
         raise SubtitleError(f"{path} is not text in any encoding we can recognise; convert it to UTF-8")
     if on_warning is not None:
-        on_warning(f"read {path.name} as {guess.encoding.upper()} (guessed); if its text looks wrong, convert it to UTF-8")
+        name = guess.encoding.upper()
+        on_warning(f"read {path.name} as {name} (guessed); if its text looks wrong, convert it to UTF-8")
     return str(guess)
 
 
@@ -233,12 +237,12 @@ def _got(line: str | None) -> str:
     return "a blank line" if line is None else repr(line.strip())
 
 
+@dataclass
 class _Damaged(Exception):
     """One cue that cannot be used: where, and why."""
 
-    def __init__(self, line: int, problem: str):
-        super().__init__(problem)
-        self.line, self.problem = line, problem
+    line: int
+    problem: str
 
 
 def _cue_lines(
@@ -263,7 +267,9 @@ def _cue_lines(
             yield block[i:stop]
 
 
-def _collect(path: Path, items: Iterable[Lines | _Damaged], parse: Callable[[Lines], Cue], on_warning) -> list[Cue]:
+def _collect(
+    path: Path, items: Iterable[Lines | _Damaged], parse: Callable[[Lines], Cue], on_warning: WarningHook | None
+) -> list[Cue]:
     """Cues with text, damaged ones skipped with a warning each; none usable is an error."""
     cues: list[Cue] = []
     damaged: list[_Damaged] = []
@@ -295,6 +301,8 @@ def _checked(line: int, start: float, end: float, text: str, sep: str) -> Cue:
 
 def _srt_cue(lines: Lines) -> Cue:
     """One cue through `srt`: the time line (coordinates after it allowed) and its text."""
+    import srt
+
     number = lines[0][0]
     try:
         (sub,) = srt.parse("\n".join([lines[0][1].strip()] + [line for _, line in lines[1:]]))
@@ -306,6 +314,8 @@ def _srt_cue(lines: Lines) -> Cue:
 
 def _vtt_cue(lines: Lines) -> Cue:
     """One cue through `webvtt-py`: the time line (cue settings allowed) and its text."""
+    import webvtt
+
     number = lines[0][0]
     captions = webvtt.from_string("\n".join(["WEBVTT", ""] + [line for _, line in lines])).captions
     if len(captions) != 1:
