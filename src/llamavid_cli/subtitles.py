@@ -6,7 +6,8 @@ Sources, all giving `Cue(start, end, text)` in seconds on the video's clock:
                         `read_subtitles` tells them apart by content (a WEBVTT header), never by
                         name. Tolerated: CRLF, a missing final blank line, missing SRT cue
                         numbers, a missing blank line between cues, VTT cue settings,
-                        identifiers, NOTE/STYLE/REGION blocks and hour-less `mm:ss.ttt` times.
+                        identifiers, NOTE/STYLE/REGION blocks, hour-less (`01:02.500`) and
+                        short-field (`0:0:1.5`) VTT times.
                         Tags (`<i>`, `<font …>`, `<v Bob>`, `{\\an8}`) are stripped and a cue's
                         lines are joined with single spaces. A damaged cue is skipped, as players
                         skip it, with one warning naming its line; a file without one usable cue
