@@ -81,7 +81,15 @@ def test_subtitles_travel_in_the_vidtok(clip, srt, tiny_long_ckpt, tmp_path):
 
 def test_a_malformed_subtitle_file_names_the_line(clip, tiny_long_ckpt, tmp_path):
     bad = tmp_path / "bad.srt"
-    bad.write_text("1\n00:00:01,000 --> 00:00:02,000\nfine\n\n2\nnot a time\ntext\n")
+    bad.write_text("1\nnot a time\ntext\n\n2\nnot a time either\n")
     result = run("ask", clip, "Who?", "--model", tiny_long_ckpt, "--subtitles", bad, *CPU)
     assert result.exit_code == 1
-    assert result.stderr.strip().startswith(f"Error: {bad}:6:") and len(result.stderr.strip().splitlines()) == 1
+    assert result.stderr.strip().startswith(f"Error: {bad}:2:") and len(result.stderr.strip().splitlines()) == 1
+
+
+def test_a_damaged_cue_is_skipped_with_a_warning(clip, tiny_long_ckpt, tmp_path):
+    damaged = tmp_path / "damaged.srt"
+    damaged.write_text("1\n00:00:01,000 --> 00:00:02,000\nfine\n\n2\nnot a time\ntext\n")
+    result = run("ask", clip, "Who?", "--model", tiny_long_ckpt, "--subtitles", damaged, "--max-new-tokens", 2, *CPU)
+    assert result.exit_code == 0, result.stderr
+    assert f"{damaged}:6: expected a time line like" in result.stderr and "skipped that cue" in result.stderr

@@ -1,37 +1,32 @@
-"""Subtitles: SRT/VTT parsing, embedded tracks, Whisper transcription logic, frame alignment."""
+"""Subtitles: SRT/VTT reading and writing, text encodings, embedded tracks, frame alignment."""
 
 from __future__ import annotations
 
-import json
-import math
 import random
+import re
 from fractions import Fraction
 from pathlib import Path
 
 import av
 import numpy as np
 import pytest
-import torch
 
 from llamavid_cli import subtitles
-from llamavid_cli.errors import DownloadError, LlamaVidError, VideoError
+from llamavid_cli.errors import LlamaVidError, VideoError
 from llamavid_cli.subtitles import (
     Cue,
     SubtitleError,
     align,
     ass_dialogue_text,
-    block_edges,
-    cues_from_segments,
-    decode_audio,
     embedded_cues,
     read_srt,
     read_subtitles,
     read_vtt,
-    transcribe,
-    window_avg_logprob,
+    write_srt,
+    write_vtt,
 )
 from llamavid_cli.video import iter_frames
-from media import _ASS_HEADER, make_audio, make_video
+from media import _ASS_HEADER, make_video
 
 
 def write(path: Path, text: str | bytes) -> Path:
@@ -113,6 +108,20 @@ def test_vtt_crlf_bom_and_cue_right_after_header(tmp_path):
     assert read_vtt(vtt) == [Cue(0.5, 1.0, "squeezed"), Cue(2.0, 3.0, "next")]
 
 
+def test_vtt_hourless_and_short_timestamps(tmp_path):
+    """`mm:ss.ttt` is valid WebVTT; Teams writes `0:0:1.5`: both read as webvtt-py reads them."""
+    vtt = write(
+        tmp_path / "t.vtt",
+        "WEBVTT\n\n01:02.500 --> 01:04.000\nhour-less\n\n0:0:0.0 --> 0:0:0.570\n<v Yuri>There you go.</v>\n\n"
+        "1:2:3.5 --> 1:2:4.25\nshort fields\n",
+    )
+    assert read_vtt(vtt) == [
+        Cue(62.5, 64.0, "hour-less"),
+        Cue(0.0, 0.57, "There you go."),
+        Cue(3723.5, 3724.25, "short fields"),
+    ]
+
+
 def test_read_subtitles_goes_by_content_not_name(tmp_path):
     vtt_named_srt = write(tmp_path / "really_vtt.srt", "WEBVTT\n\n00:01.000 --> 00:02.000\nfrom vtt\n")
     srt_named_vtt = write(tmp_path / "really_srt.vtt", "1\n00:00:01,000 --> 00:00:02,000\nfrom srt\n")
@@ -123,7 +132,7 @@ def test_read_subtitles_goes_by_content_not_name(tmp_path):
         read_subtitles(write(tmp_path / "x.srt", "WEBVTTX\n\n00:01.000 --> 00:02.000\nx\n"))
 
 
-# --- errors ------------------------------------------------------------------------------------
+# --- damaged cues and errors ---------------------------------------------------------------------
 
 _TIME_SRT = "00:01:02,500 --> 00:01:04,000"
 _TIME_VTT = "00:01:02.500 --> 00:01:04.000"
@@ -132,24 +141,18 @@ _TIME_VTT = "00:01:02.500 --> 00:01:04.000"
 @pytest.mark.parametrize(
     "name, text, reader, message",
     [
-        (
-            "movie.srt",
-            "1\n00:00:01,000 --> 00:00:02,000\nfine\n\n\n14\nhello\n00:00:03,000 --> 00:00:04,000\n",
-            read_srt,
-            f"movie.srt:7: expected a time line like {_TIME_SRT}, got 'hello'",
-        ),
         ("a.srt", "just text\n", read_srt, f"a.srt:1: expected a time line like {_TIME_SRT}, got 'just text'"),
         (
             "b.srt",
-            "1\n00:00:01,000 --> 00:00:02,000\nok\n\n2\n",
+            "\n2\n",
             read_srt,
-            f"b.srt:6: expected a time line like {_TIME_SRT}, got a blank line",
+            f"b.srt:3: expected a time line like {_TIME_SRT}, got a blank line",
         ),
         (
             "c.srt",
-            "1\n00:00:01,000 --> 00:00:02,000\nok\n\n2\n00:00:05,000 --> 00:00:04,999\nbackwards\n",
+            "1\n00:00:05,000 --> 00:00:04,999\nbackwards\n",
             read_srt,
-            "c.srt:6: the cue ends (00:00:04,999) before it starts (00:00:05,000)",
+            "c.srt:2: the cue ends (00:00:04,999) before it starts (00:00:05,000)",
         ),
         (
             "d.srt",
@@ -160,9 +163,9 @@ _TIME_VTT = "00:01:02.500 --> 00:01:04.000"
         ("e.vtt", "1\n00:00:01,000 --> 00:00:02,000\nx\n", read_vtt, "e.vtt:1: expected the WEBVTT header, got '1'"),
         (
             "f.vtt",
-            "WEBVTT\n\n00:01.000 --> 00:02.000\nok\n\n00:03.000 --> 00:02.000\nbackwards\n",
+            "WEBVTT\n\n00:03.000 --> 00:02.000\nbackwards\n",
             read_vtt,
-            "f.vtt:6: the cue ends (00:00:02.000) before it starts (00:00:03.000)",
+            "f.vtt:3: the cue ends (00:00:02.000) before it starts (00:00:03.000)",
         ),
         (
             "g.vtt",
@@ -176,9 +179,15 @@ _TIME_VTT = "00:01:02.500 --> 00:01:04.000"
             read_vtt,
             f"h.vtt:3: expected a time line like {_TIME_VTT}, got '00:01.000 --> 00:02,000'",
         ),
+        (  # webvtt-py checks the ranges
+            "i.vtt",
+            "WEBVTT\n\n00:61.000 --> 00:62.000\nminutes\n",
+            read_vtt,
+            "i.vtt:3: cannot read the cue at '00:61.000 --> 00:62.000'",
+        ),
     ],
 )
-def test_malformed_files_name_file_and_line(tmp_path, monkeypatch, name, text, reader, message):
+def test_a_file_without_one_usable_cue_names_file_and_line(tmp_path, monkeypatch, name, text, reader, message):
     monkeypatch.chdir(tmp_path)
     write(tmp_path / name, text)
     with pytest.raises(SubtitleError) as info:
@@ -190,6 +199,70 @@ def test_malformed_files_name_file_and_line(tmp_path, monkeypatch, name, text, r
         assert str(again.value) == message
 
 
+@pytest.mark.parametrize(
+    "name, text, cues, warning",
+    [
+        (  # junk where a time line was due; the cue after it (no text) adds nothing
+            "movie.srt",
+            "1\n00:00:01,000 --> 00:00:02,000\nfine\n\n\n14\nhello\n00:00:03,000 --> 00:00:04,000\n",
+            [Cue(1.0, 2.0, "fine")],
+            f"movie.srt:7: expected a time line like {_TIME_SRT}, got 'hello'",
+        ),
+        (
+            "b.srt",
+            "1\n00:00:01,000 --> 00:00:02,000\nok\n\n2\n",
+            [Cue(1.0, 2.0, "ok")],
+            f"b.srt:6: expected a time line like {_TIME_SRT}, got a blank line",
+        ),
+        (
+            "c.srt",
+            "1\n00:00:01,000 --> 00:00:02,000\nok\n\n2\n00:00:05,000 --> 00:00:04,999\nbackwards\n\n"
+            "3\n00:00:06,000 --> 00:00:07,000\nafter\n",
+            [Cue(1.0, 2.0, "ok"), Cue(6.0, 7.0, "after")],
+            "c.srt:6: the cue ends (00:00:04,999) before it starts (00:00:05,000)",
+        ),
+        (  # a cue that forgot its blank line is its own cue: only it is skipped
+            "d.srt",
+            "00:00:01,000 --> 00:00:02,000\nok\n00:00:05,000 --> 00:00:04,000\nbad\n"
+            "00:00:06,000 --> 00:00:07,000\nok too\n",
+            [Cue(1.0, 2.0, "ok"), Cue(6.0, 7.0, "ok too")],
+            "d.srt:3: the cue ends (00:00:04,000) before it starts (00:00:05,000)",
+        ),
+        (
+            "f.vtt",
+            "WEBVTT\n\n00:01.000 --> 00:02.000\nok\n\n00:03.000 --> 00:02.000\nbackwards\n",
+            [Cue(1.0, 2.0, "ok")],
+            "f.vtt:6: the cue ends (00:00:02.000) before it starts (00:00:03.000)",
+        ),
+        (
+            "h.vtt",
+            "WEBVTT\n\nid\n00:01.000 --> 00:02,000\ncomma\n\n00:03.000 --> 00:04.000\ngood\n",
+            [Cue(3.0, 4.0, "good")],
+            f"h.vtt:4: expected a time line like {_TIME_VTT}, got '00:01.000 --> 00:02,000'",
+        ),
+    ],
+)
+def test_a_damaged_cue_is_skipped_with_one_warning_naming_its_line(tmp_path, monkeypatch, name, text, cues, warning):
+    """Players skip a damaged cue and show the rest; so do we, and say where it was."""
+    monkeypatch.chdir(tmp_path)
+    write(tmp_path / name, text)
+    warnings: list[str] = []
+    assert read_subtitles(name, on_warning=warnings.append) == cues
+    assert warnings == [f"{warning}; skipped that cue"]
+    assert read_subtitles(name) == cues  # without a hook: the same cues, nothing printed
+
+
+def test_many_damaged_cues_are_counted_after_the_first_few(tmp_path):
+    good = "1\n00:00:01,000 --> 00:00:02,000\nok\n\n"
+    bad = "".join(f"{i}\nno time {i}\n\n" for i in range(2, 10))  # 8 damaged cues, lines 5, 8, ...
+    warnings: list[str] = []
+    path = write(tmp_path / "many.srt", good + bad)
+    assert read_srt(path, on_warning=warnings.append) == [Cue(1.0, 2.0, "ok")]
+    assert len(warnings) == subtitles.MAX_CUE_WARNINGS + 1
+    assert warnings[0] == f"{path}:6: expected a time line like {_TIME_SRT}, got 'no time 2'; skipped that cue"
+    assert warnings[-1] == f"{path}: {8 - subtitles.MAX_CUE_WARNINGS} more damaged cues skipped"
+
+
 def test_error_family_and_unreadable_files(tmp_path):
     assert issubclass(SubtitleError, LlamaVidError) and SubtitleError.exit_code == 1
     with pytest.raises(SubtitleError, match=r"missing\.srt does not exist; check the path"):
@@ -199,6 +272,93 @@ def test_error_family_and_unreadable_files(tmp_path):
     ass = write(tmp_path / "a.ass", "[Script Info]\nTitle: x\n")
     with pytest.raises(SubtitleError, match=r"is an ASS/SSA file; convert it to SRT"):
         read_subtitles(ass)
+
+
+# --- text encodings ------------------------------------------------------------------------------
+
+_SRT_TEXT = (
+    "1\r\n00:00:01,000 --> 00:00:02,000\r\nÇa va? Ünïcödé ✓\r\n\r\n2\r\n00:00:03,000 --> 00:00:04,000\r\n日本語\r\n"
+)
+_SRT_CUES = [Cue(1.0, 2.0, "Ça va? Ünïcödé ✓"), Cue(3.0, 4.0, "日本語")]
+
+
+@pytest.mark.parametrize("codec", ["utf-8-sig", "utf-16", "utf-16-le", "utf-16-be", "utf-32", "utf-32-le", "utf-32-be"])
+def test_a_byte_order_mark_decides_the_encoding(tmp_path, codec):
+    data = _SRT_TEXT.encode(codec)
+    if not data.startswith((b"\xef\xbb\xbf", b"\xff\xfe", b"\xfe\xff", b"\x00\x00\xfe\xff")):
+        data = "\ufeff".encode(codec) + data  # the -le / -be codecs write no mark themselves
+    warnings: list[str] = []
+    assert read_srt(write(tmp_path / "s.srt", data), on_warning=warnings.append) == _SRT_CUES
+    vtt = ("WEBVTT\n\n00:01.000 --> 00:02.000\nwide\n").encode(codec)
+    if not vtt.startswith((b"\xef\xbb\xbf", b"\xff\xfe", b"\xfe\xff", b"\x00\x00\xfe\xff")):
+        vtt = "\ufeff".encode(codec) + vtt
+    assert read_subtitles(write(tmp_path / "s.vtt", vtt), on_warning=warnings.append) == [Cue(1.0, 2.0, "wide")]
+    assert warnings == []  # nothing was guessed
+
+
+def test_a_legacy_encoding_is_guessed_and_said(tmp_path, monkeypatch):
+    """GB2312 Chinese (a common legacy SRT encoding): read right, and one warning names the guess."""
+    monkeypatch.chdir(tmp_path)
+    lines = ["我们今天去公园散步吧。", "天气很好，阳光明媚，大家都很高兴。", "晚上我们一起吃饭，然后看电影。"]
+    text = "".join(f"{i}\n00:00:0{i},000 --> 00:00:0{i},900\n{line}\n\n" for i, line in enumerate(lines, start=1))
+    write(tmp_path / "subs.srt", text.encode("gb2312"))
+    warnings: list[str] = []
+    assert [c.text for c in read_subtitles("subs.srt", on_warning=warnings.append)] == lines
+    assert len(warnings) == 1 and re.fullmatch(r"read subs\.srt as GB(2312|K|18030) \(guessed\); .*", warnings[0])
+
+
+def test_utf8_is_taken_without_a_word_and_a_named_encoding_wins(tmp_path):
+    warnings: list[str] = []
+    utf8 = write(tmp_path / "u.srt", "1\n00:00:01,000 --> 00:00:02,000\nnaïve café\n".encode())
+    assert read_srt(utf8, on_warning=warnings.append) == [Cue(1.0, 2.0, "naïve café")] and warnings == []
+    russian = write(tmp_path / "r.srt", "1\n00:00:01,000 --> 00:00:02,000\nПривет\n".encode("koi8-r"))
+    assert read_srt(russian, encoding="koi8_r", on_warning=warnings.append) == [Cue(1.0, 2.0, "Привет")]
+    assert warnings == []
+    with pytest.raises(SubtitleError, match=r"r\.srt is not valid UTF-8 \(as asked\): bad bytes at offset 32"):
+        read_srt(russian, encoding="utf8")
+    with pytest.raises(SubtitleError, match=r"unknown text encoding 'klingon'"):
+        read_srt(russian, encoding="klingon")
+
+
+def test_hopeless_bytes_are_one_error(tmp_path):
+    noise = write(tmp_path / "noise.srt", bytes(range(256)) * 8)
+    with pytest.raises(SubtitleError, match=r"noise\.srt is not text in any encoding we can recognise"):
+        read_subtitles(noise)
+    marked = write(tmp_path / "marked.srt", b"\xef\xbb\xbf1\n\xff\xfe\xfd")
+    message = r"marked\.srt is not valid UTF-8 \(as its byte-order mark says\): bad bytes at offset 5"
+    with pytest.raises(SubtitleError, match=message):
+        read_subtitles(marked)
+
+
+# --- writing -------------------------------------------------------------------------------------
+
+_ROUND_TRIP = [
+    Cue(0.0, 1.5, "First"),
+    Cue(62.5, 64.0, "a < b & c > d"),
+    Cue(3599.999, 3725.25, "Ünïcödé 日本語 -- > not an arrow -->"),
+    Cue(36000.001, 36000.002, "ten hours in"),
+]
+
+
+@pytest.mark.parametrize("writer, reader, suffix", [(write_srt, read_srt, "srt"), (write_vtt, read_vtt, "vtt")])
+def test_written_files_read_back_as_the_same_cues(tmp_path, writer, reader, suffix):
+    path = tmp_path / f"out.{suffix}"
+    path.write_text("old contents")
+    writer(_ROUND_TRIP, path)
+    assert reader(path) == _ROUND_TRIP
+    assert read_subtitles(path) == _ROUND_TRIP  # told apart by content
+    assert [p.name for p in tmp_path.iterdir()] == [path.name]  # replaced in place, no temp file left
+    head = path.read_text(encoding="utf-8").split("\n")[:3]
+    if suffix == "srt":
+        assert head == ["1", "00:00:00,000 --> 00:00:01,500", "First"]
+    else:
+        assert head == ["WEBVTT", "", "00:00:00.000 --> 00:00:01.500"]
+
+
+def test_a_write_that_fails_is_one_error_and_leaves_nothing(tmp_path):
+    with pytest.raises(SubtitleError, match=r"cannot write .*missing/out\.srt"):
+        write_srt(_ROUND_TRIP, tmp_path / "missing" / "out.srt")
+    assert list(tmp_path.iterdir()) == []
 
 
 # --- alignment ---------------------------------------------------------------------------------
@@ -341,243 +501,3 @@ def test_ass_dialogue_text_forms():
     assert ass_dialogue_text("3,0,Default,Bob,0,0,0,,{\\pos(1,2)}Hey, you,\\Nthere") == "Hey, you, there"
     assert ass_dialogue_text("Dialogue: 0,0:00:01.00,0:00:02.00,Default,,0,0,0,,Old, form") == "Old, form"
     assert ass_dialogue_text("1,0,Default,,0,0,0,,{\\an8}") == ""
-
-
-# --- speech: audio --------------------------------------------------------------------------------
-
-
-def test_decode_audio_resamples_to_16k_mono(tmp_path):
-    audio, start = decode_audio(make_audio(tmp_path / "tone.m4a", seconds=1.0, rate=44100))
-    assert audio.dtype == np.float32 and audio.ndim == 1
-    assert abs(len(audio) - 16000) < 1100  # AAC priming and padding shift the length a little
-    assert start == pytest.approx(0.0, abs=0.05)
-    spectrum = np.abs(np.fft.rfft(audio[2000:14000]))
-    peak = np.fft.rfftfreq(12000, 1 / 16000)[np.argmax(spectrum)]
-    assert abs(peak - 440) < 3
-    assert 0.15 < np.abs(audio[2000:14000]).max() < 0.25  # the 0.2 sine survives
-
-
-def test_decode_audio_without_audio_track(tmp_path):
-    video = make_video(tmp_path / "silent.mp4", seconds=1)
-    with pytest.raises(SubtitleError, match=r"silent\.mp4 has no audio track to transcribe"):
-        decode_audio(video)
-
-
-def test_block_edges_cut_in_quiet_places():
-    rng = np.random.default_rng(0)
-    signal = rng.normal(0, 1, 10_000).astype(np.float32)
-    signal[3_450:3_560] = 0  # a pause just before the first nominal edge (4000)
-    edges = block_edges(signal, block=4_000, search=1_000, frame=100)
-    assert edges[0] == 0 and edges[-1] == 10_000
-    assert edges[1] == 3_500  # the start of the quiet 100-sample frame
-    assert all(0 < b - a <= 4_000 for a, b in zip(edges, edges[1:]))
-    assert block_edges(signal[:3_000], block=4_000, search=1_000) == [0, 3_000]
-
-
-# --- speech: the confidence filter ------------------------------------------------------------
-
-
-def reference_avg_logprob(rows, tokens, eot):
-    """openai-whisper's DecodingTask: sum log p(token) up to and including the first EOT,
-    divided by (tokens before EOT + 1); written with plain floats."""
-    total, kept = 0.0, len(tokens)
-    for i, (row, token) in enumerate(zip(rows, tokens)):
-        finite = [x for x in row if x != -math.inf]
-        peak = max(finite)
-        log_z = peak + math.log(sum(math.exp(x - peak) for x in finite))
-        total += row[token] - log_z
-        if token == eot:
-            kept = i
-            break
-    return total / (kept + 1)
-
-
-def test_window_avg_logprob_matches_openai_whisper_formula():
-    torch.manual_seed(0)
-    eot = 5
-    rows = torch.randn(6, 8) * 3
-    rows[:, 7] = -math.inf  # a suppressed token
-    for tokens in ([6, 2, 3, 5, 1, 1], [0, 1, 2, 3, 4, 6], [5, 0, 0, 0, 0, 0]):
-        got = window_avg_logprob(list(rows), tokens, eot)
-        want = reference_avg_logprob(rows.tolist(), tokens, eot)
-        assert got == pytest.approx(want, abs=1e-5), f"{tokens}: {got} vs {want}"
-
-
-def _window(logprob_per_token: float, tokens: list[int], vocab: int = 1767) -> dict:
-    """A fake window result whose chosen tokens each have log-probability `logprob_per_token`."""
-    scores = []
-    for token in tokens:
-        p = math.exp(logprob_per_token)
-        row = torch.full((vocab,), math.log((1 - p) / (vocab - 1)))
-        row[token] = math.log(p)
-        scores.append(row)
-    return {"sequences": torch.tensor([257, 258, 261] + tokens), "scores": tuple(scores)}
-
-
-def test_cues_from_segments_filters_windows_and_strips_one_space():
-    eot = 256
-    ts = lambda s: 266 + round(s / 0.02)  # noqa: E731 - timestamp token of the tiny vocab
-    sure = _window(-0.3, [ts(0), 32, 72, 105, ts(1), ts(1), 32, 32, 79, ts(2), eot])
-    unsure = _window(-2.5, [ts(0), 32, 63, ts(3), eot])
-    segments = [
-        {"start": 0.0, "end": 1.0, "tokens": [ts(0), 32, 72, 105, ts(1)], "result": sure},
-        {"start": 1.0, "end": 2.0, "tokens": [ts(1), 32, 32, 79, ts(2)], "result": sure},
-        {"start": 2.0, "end": 2.5, "tokens": [ts(2), 32, ts(2.5)], "result": sure},  # only a space
-        {"start": 30.0, "end": 33.0, "tokens": [ts(0), 32, 63, ts(3)], "result": unsure},
-    ]
-    decode = lambda ids: bytes(ids).decode()  # noqa: E731 - byte-level ids
-    assert window_avg_logprob(sure["scores"], sure["sequences"][3:].tolist(), eot) == pytest.approx(-0.3, abs=1e-4)
-    cues = cues_from_segments(segments, decode, eot, offset=10.0)
-    assert cues == [Cue(10.0, 11.0, "Hi"), Cue(11.0, 12.0, " O")]  # one space removed; -2.5 window dropped
-    clamped = cues_from_segments(segments[:1], decode, eot, offset=5.0, duration=0.5)
-    assert clamped == [Cue(5.0, 5.5, "Hi")]
-    assert cues_from_segments(segments[3:], decode, eot) == []
-
-
-# --- speech: end to end with a tiny random Whisper --------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def tiny_whisper(tmp_path_factory) -> Path:
-    """A randomly initialised Whisper (d_model 32, one layer) with a byte-level tokenizer, saved
-    in the Hugging Face layout: the special tokens and 1501 timestamps of the real vocabulary
-    after 256 byte tokens."""
-    from transformers import (
-        GenerationConfig,
-        WhisperConfig,
-        WhisperFeatureExtractor,
-        WhisperForConditionalGeneration,
-        WhisperProcessor,
-        WhisperTokenizer,
-    )
-    from transformers.convert_slow_tokenizer import bytes_to_unicode
-
-    folder = tmp_path_factory.mktemp("whisper") / "tiny-whisper"
-    byte_chars = bytes_to_unicode()
-    vocab = {byte_chars[b]: b for b in range(256)}
-    specials = [
-        "<|endoftext|>", "<|startoftranscript|>", "<|en|>", "<|fr|>", "<|translate|>", "<|transcribe|>",
-        "<|startoflm|>", "<|startofprev|>", "<|nospeech|>", "<|notimestamps|>",
-    ]  # fmt: skip
-    for token in specials + [f"<|{i * 0.02:.2f}|>" for i in range(1501)]:
-        vocab[token] = len(vocab)
-    ids = {token: vocab[token] for token in specials}
-    tokenizer = WhisperTokenizer(vocab=vocab, merges=[], pad_token="<|endoftext|>")
-    tokenizer.add_special_tokens({"additional_special_tokens": specials[1:]})
-    processor = WhisperProcessor(feature_extractor=WhisperFeatureExtractor(feature_size=80), tokenizer=tokenizer)
-
-    eot, sot = ids["<|endoftext|>"], ids["<|startoftranscript|>"]
-    config = WhisperConfig(
-        vocab_size=len(vocab), num_mel_bins=80, d_model=32, encoder_layers=1, decoder_layers=1,
-        encoder_attention_heads=2, decoder_attention_heads=2, encoder_ffn_dim=64, decoder_ffn_dim=64,
-        max_source_positions=1500, max_target_positions=448, decoder_start_token_id=sot,
-        eos_token_id=eot, pad_token_id=eot, bos_token_id=eot,
-    )  # fmt: skip
-    torch.manual_seed(0)
-    model = WhisperForConditionalGeneration(config).eval()
-    model.generation_config = GenerationConfig(
-        decoder_start_token_id=sot, eos_token_id=eot, pad_token_id=eot, bos_token_id=eot,
-        max_new_tokens=24,  # keeps a random model's windows short
-        no_timestamps_token_id=ids["<|notimestamps|>"], prev_sot_token_id=ids["<|startofprev|>"],
-        lang_to_id={"<|en|>": ids["<|en|>"], "<|fr|>": ids["<|fr|>"]},
-        task_to_id={"translate": ids["<|translate|>"], "transcribe": ids["<|transcribe|>"]},
-        is_multilingual=True, suppress_tokens=[], begin_suppress_tokens=[220, eot], max_initial_timestamp_index=50,
-    )  # fmt: skip
-    model.save_pretrained(folder)
-    processor.save_pretrained(folder)
-    assert json.loads((folder / "generation_config.json").read_text())["no_timestamps_token_id"] == 265
-    return folder
-
-
-@pytest.fixture(scope="module")
-def speech(tmp_path_factory) -> Path:
-    return make_audio(tmp_path_factory.mktemp("speech") / "tone.m4a", seconds=40.0, rate=16000)
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """The tiny model's ops are too small for threads; on a busy machine they only spin."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-def test_transcribe_offline_with_tiny_whisper(tiny_whisper, speech, monkeypatch):
-    captured: list[list[dict]] = []
-    real = subtitles.cues_from_segments
-
-    def spy(segments, *args, **kwargs):
-        captured.append(list(segments))
-        return real(captured[-1], *args, **kwargs)
-
-    monkeypatch.setattr(subtitles, "cues_from_segments", spy)
-    monkeypatch.setattr(subtitles, "MIN_AVG_LOGPROB", -math.inf)  # keep everything first
-    progress: list[tuple[float, float]] = []
-    torch.manual_seed(0)  # a random model falls back to sampling
-    everything = transcribe(
-        speech, model=str(tiny_whisper), device="cpu", on_progress=lambda done, total: progress.append((done, total))
-    )
-
-    total = progress[-1][1]
-    assert total == pytest.approx(40.0, abs=0.1) and progress[-1] == (total, total)
-    assert [d for d, _ in progress] == sorted(d for d, _ in progress) and len(progress) >= 3  # two windows
-    assert everything and all(isinstance(c, Cue) and 0 <= c.start <= c.end <= total + 0.1 for c in everything)
-    assert all(c.text.strip() for c in everything)
-
-    # each segment's window avg_logprob, recomputed from generate's own scores with plain floats
-    eot = 256
-    segments = [segment for block in captured for segment in block]
-    values = []
-    for segment in segments:
-        scores = [row.tolist() for row in segment["result"]["scores"]]
-        generated = segment["result"]["sequences"].tolist()[-len(scores) :]
-        values.append(reference_avg_logprob(scores, generated, eot))
-    texts = [bytes(t for t in segment["tokens"].tolist() if t < eot).decode(errors="replace") for segment in segments]
-    texts = [t[1:] if t.startswith(" ") else t for t in texts]
-    assert [c.text for c in everything] == [t for t in texts if t.strip()]
-    assert len(set(values)) >= 2, "expected windows of different confidence"
-
-    # with the threshold between them, exactly the segments of the better windows stay
-    cut = (min(values) + max(values)) / 2
-    monkeypatch.setattr(subtitles, "MIN_AVG_LOGPROB", cut)
-    torch.manual_seed(0)
-    kept = transcribe(speech, model=str(tiny_whisper), device="cpu")
-    assert [c.text for c in kept] == [t for t, v in zip(texts, values) if v >= cut and t.strip()]
-    assert 0 < len(kept) < len(everything)
-
-    monkeypatch.setattr(subtitles, "MIN_AVG_LOGPROB", math.inf)
-    assert transcribe(speech, model=str(tiny_whisper), device="cpu", language="en") == []
-
-
-def test_transcribe_in_blocks_keeps_the_clock(tiny_whisper, speech, monkeypatch):
-    """Blocks of ~15 s: cues carry their block's offset and progress runs through all blocks."""
-    monkeypatch.setattr(subtitles, "BLOCK_SECONDS", 15)
-    monkeypatch.setattr(subtitles, "_CUT_SEARCH_SECONDS", 5)
-    monkeypatch.setattr(subtitles, "MIN_AVG_LOGPROB", -math.inf)
-    offsets: list[float] = []
-    real = subtitles.cues_from_segments
-    monkeypatch.setattr(
-        subtitles, "cues_from_segments", lambda *a, **k: offsets.append(k["offset"]) or real(*a, **k)
-    )
-    progress: list[float] = []
-    torch.manual_seed(0)
-    cues = transcribe(
-        speech, model=str(tiny_whisper), device="cpu", language="en", on_progress=lambda done, _: progress.append(done)
-    )
-    assert offsets[0] == 0.0 and len(offsets) >= 3
-    assert all(10 <= b - a <= 15 for a, b in zip(offsets, offsets[1:]))  # cut within the last 5 s of 15
-    assert 40 - offsets[-1] <= 15
-    assert progress == sorted(progress) and progress[-1] == pytest.approx(40.0, abs=0.1)
-    assert cues and all(0 <= c.start <= c.end <= 40.1 for c in cues)
-    starts = [c.start for c in cues]
-    assert any(s >= offsets[-1] for s in starts)  # the last block's cues sit after its start
-
-
-def test_transcribe_errors(tmp_path, tiny_whisper):
-    with pytest.raises(SubtitleError, match="has no audio track"):
-        transcribe(make_video(tmp_path / "mute.mp4", seconds=1), model=str(tiny_whisper))
-    audio = make_audio(tmp_path / "a.m4a", seconds=0.5)
-    for missing in (str(tmp_path / "no-such-folder"), "nobody/no-such-whisper", str(tmp_path)):
-        with pytest.raises(DownloadError, match="cannot load the Whisper model"):
-            transcribe(audio, model=missing, device="cpu")

@@ -17,7 +17,7 @@ from typing import Callable, Iterator
 import numpy as np
 import torch
 
-from . import cache, pixels, subtitles, video, vidtok
+from . import cache, pixels, speech, subtitles, video, vidtok
 from .errors import ContextLengthError, LlamaVidError, UsageError, VideoError
 from .loader import Loaded
 from .model.llamavid import IMAGE_PLACEHOLDER, CallbackStreamer, FrameTokens
@@ -56,7 +56,7 @@ class SubtitleRequest:
 
     file: Path | None = None
     transcribe: bool = False
-    whisper_model: str = subtitles.DEFAULT_WHISPER
+    whisper_model: str = speech.DEFAULT_WHISPER
 
 
 @dataclass
@@ -303,7 +303,7 @@ def transcribed(path: Path, model: str) -> list[subtitles.Cue]:
             return [subtitles.Cue(**c) for c in json.loads(stored.read_text())]
         except (ValueError, TypeError):
             stored.unlink(missing_ok=True)
-    cues = subtitles.transcribe(path, model=model)
+    cues = speech.transcribe(path, model=model)
     stored.parent.mkdir(parents=True, exist_ok=True)
     tmp = stored.with_name(f".{stored.name}.tmp")
     tmp.write_text(json.dumps([{"start": c.start, "end": c.end, "text": c.text} for c in cues]))

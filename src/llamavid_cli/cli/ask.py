@@ -11,7 +11,8 @@ import typer
 from .. import pipeline
 from ..errors import UsageError
 from ..loader import describe, identify
-from ..subtitles import DEFAULT_WHISPER, read_subtitles
+from ..speech import DEFAULT_WHISPER
+from ..subtitles import read_subtitles
 from . import options as o
 from .app import app
 from .common import existing_file, load, pick_model
@@ -72,7 +73,7 @@ def ask(
     turns = read_history(history)
     sampling = pipeline.Sampling(fps, max_frames, o.parse_time(start, "--start"), o.parse_time(end, "--end"))
     if subtitles:
-        read_subtitles(subtitles)  # a malformed file fails now, not after the model loads
+        read_subtitles(subtitles, on_warning=out.warn)  # a malformed file fails now, not after the model loads
     model = pick_model(out, model, [source], sampling, max_new_tokens)
     pipeline.check_source(source, identify(model))
     loaded = load(out, model, device, dtype, quantize, eva_weights, long_video)

@@ -13,7 +13,8 @@ from .. import pipeline, settings, video
 from ..chat import ChatSession
 from ..errors import ContextLengthError
 from ..loader import identify
-from ..subtitles import DEFAULT_WHISPER, read_subtitles
+from ..speech import DEFAULT_WHISPER
+from ..subtitles import read_subtitles
 from . import options as o
 from .app import app
 from .common import existing_file, load, pick_model
@@ -103,7 +104,7 @@ def chat(
     existing_file(source)
     sampling = pipeline.Sampling(fps, max_frames, o.parse_time(start, "--start"), o.parse_time(end, "--end"))
     if subtitles:
-        read_subtitles(subtitles)  # a malformed file fails now, not after the model loads
+        read_subtitles(subtitles, on_warning=out.warn)  # a malformed file fails now, not after the model loads
     model = pick_model(out, model, [source], sampling, max_new_tokens)
     pipeline.check_source(source, identify(model))
     loaded = load(out, model, device, dtype, quantize, eva_weights, long_video)

@@ -10,7 +10,8 @@ import typer
 
 from .. import pipeline, video, vidtok
 from ..errors import LlamaVidError, UsageError
-from ..subtitles import DEFAULT_WHISPER, read_subtitles
+from ..speech import DEFAULT_WHISPER
+from ..subtitles import read_subtitles
 from . import options as o
 from .app import app
 from .common import existing_file, load, pick_model
@@ -77,7 +78,7 @@ def encode(
         vidtok.check_writable(target)
     sampling = pipeline.Sampling(fps, max_frames, o.parse_time(start, "--start"), o.parse_time(end, "--end"))
     if subtitles:
-        read_subtitles(subtitles)  # a malformed file fails now, not after the model loads
+        read_subtitles(subtitles, on_warning=out.warn)  # a malformed file fails now, not after the model loads
     if model == pipeline.AUTO_MODEL:
         model = pick_model(out, model, [v for v in videos if video.is_media(v)], sampling, 0)
     loaded = load(out, model, device, dtype, quantize, eva_weights, long_video)

@@ -12,7 +12,7 @@ import typer
 
 from .. import pipeline, video
 from ..errors import LlamaVidError, UsageError
-from ..subtitles import DEFAULT_WHISPER
+from ..speech import DEFAULT_WHISPER
 from . import options as o
 from .app import app
 from .common import load, pick_model
