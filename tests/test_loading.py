@@ -461,3 +461,12 @@ def test_a_model_that_cannot_fit_is_refused_with_what_would():
 def test_the_chosen_dtype_comes_with_its_reason(tiny_video_ckpt):
     assert load_model(str(tiny_video_ckpt), device="cpu").dtype_reason == "float32: the CPU has no fast float16"
     assert load_model(str(tiny_video_ckpt), device="cpu", dtype="bfloat16").dtype_reason == "bfloat16: asked for with --dtype"
+
+
+def test_rope_frequencies_stay_exact_float32_on_the_quantize_path(tiny_long_ckpt):
+    pytest.importorskip("bitsandbytes")
+    head_dim = factory.TINY_LLM["hidden_size"] // factory.TINY_LLM["num_attention_heads"]
+    exact = 1.0 / (10000.0 ** (torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim))
+    loaded = load_model(str(tiny_long_ckpt), device="cpu", dtype="bfloat16", quantize="8bit")
+    assert type(loaded.model.llm.model.layers[0].self_attn.q_proj).__name__ == "Linear8bitLt"
+    assert torch.equal(loaded.model.llm.model.rotary_emb.inv_freq, exact / 16)
