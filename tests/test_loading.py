@@ -89,8 +89,8 @@ def test_missing_model_offline_says_how_to_get_it(hub):
         checkpoints.resolve("vid-13b")
     message = str(err.value)
     assert "\n" not in message
-    assert message.startswith("offline mode is on (HF_HUB_OFFLINE) and model YanweiLi/llama-vid-13b-full-224-video-fps-1 "
-                              "is not in the local Hugging Face cache")
+    assert message.startswith("model YanweiLi/llama-vid-13b-full-224-video-fps-1 is not in the local Hugging Face cache (")
+    assert ") and offline mode is on (HF_HUB_OFFLINE), so it cannot be downloaded; " in message
     for way in ("`llamavid models pull YanweiLi/llama-vid-13b-full-224-video-fps-1` on a connected machine",
                 "copy its Hugging Face cache", "--model /path/to/checkpoint"):
         assert way in message
@@ -104,9 +104,9 @@ def test_an_unreachable_hub_is_named_as_such(hub, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "0")
     monkeypatch.setattr(constants, "ENDPOINT", "http://127.0.0.1:9")
     monkeypatch.setattr(constants, "HUGGINGFACE_CO_URL_TEMPLATE", "http://127.0.0.1:9/{repo_id}/resolve/{revision}/{filename}")
-    with pytest.raises(DownloadError, match=r"^the Hugging Face hub could not be reached \(\w+\) and model "
-                       r"YanweiLi/llama-vid-13b-full-224-video-fps-1 is not in the local Hugging Face cache .*"
-                       r"llamavid models pull"):
+    with pytest.raises(DownloadError, match=r"^model YanweiLi/llama-vid-13b-full-224-video-fps-1 is not in the local "
+                       r"Hugging Face cache \(.*\) and the Hugging Face hub could not be reached \(\w+\); run "
+                       r"`llamavid models pull"):
         checkpoints.resolve("vid-13b")
 
 

@@ -109,13 +109,11 @@ def _snapshot(repo_id: str, patterns: list[str], *, download: bool, what: str) -
     except RepositoryNotFoundError:
         raise DownloadError(f"{what} does not exist on the Hugging Face hub (check the id)") from None
     except (LocalEntryNotFoundError, HfHubHTTPError, OSError) as exc:
-        where = f"the local Hugging Face cache ({constants.HF_HUB_CACHE})"
-        if not download:
-            why = f"{what} is not in {where}"
-        elif constants.HF_HUB_OFFLINE:
-            why = f"offline mode is on (HF_HUB_OFFLINE) and {what} is not in {where}"
-        else:
-            why = f"the Hugging Face hub could not be reached ({type(exc).__name__}) and {what} is not in {where}"
+        why = f"{what} is not in the local Hugging Face cache ({constants.HF_HUB_CACHE})"
+        if download and constants.HF_HUB_OFFLINE:
+            why += " and offline mode is on (HF_HUB_OFFLINE), so it cannot be downloaded"
+        elif download:
+            why += f" and the Hugging Face hub could not be reached ({type(exc).__name__})"
         raise DownloadError(f"{why}; {_how_to_get(repo_id)}") from None
 
 
