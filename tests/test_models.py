@@ -32,7 +32,7 @@ def assert_one_error_line(result, code, *fragments):
 
 @pytest.fixture
 def snapshot(hub, tiny_video_ckpt):
-    """The tiny checkpoint cached as vid-7b, plus BERT's vocab; returns the snapshot folder."""
+    """The tiny checkpoint cached as vid-7b, plus another repo (BERT's vocab); returns the snapshot folder."""
     factory.install_bert_tokenizer(hub)
     return factory.install_in_hub_cache(tiny_video_ckpt, VID_7B, hub)
 
@@ -63,11 +63,12 @@ def test_list_shows_an_installed_model_as_cached(snapshot):
 
 
 def test_a_snapshot_missing_a_shard_is_partial(snapshot):
-    (snapshot / "pytorch_model-00001-of-00002.bin").unlink()
+    first = sorted(snapshot.glob("pytorch_model-*.bin"))[0]
+    first.unlink()
     row = listed("vid-7b")
     assert row["cached"] is False and row["bytes"] > 0 and row["path"] is None
     assert "partial" in run("list").stdout
-    assert_one_error_line(run("pull", "vid-7b"), 1, "pytorch_model-00001-of-00002.bin")
+    assert_one_error_line(run("pull", "vid-7b"), 1, first.name)
 
 
 def test_pull_of_a_cached_model_offline_prints_its_folder(snapshot):
@@ -82,9 +83,15 @@ def test_pull_of_an_uncached_model_offline_fails_in_one_line(snapshot):
                           "not in the local Hugging Face cache")
 
 
-def test_pull_needs_bert_vocab_too(hub, tiny_video_ckpt):
-    factory.install_in_hub_cache(tiny_video_ckpt, VID_7B, hub)
-    assert_one_error_line(run("pull", VID_7B), 1, "vocab.txt", checkpoints.BERT_TOKENIZER_REPO)
+def test_pull_needs_nothing_but_the_checkpoint(hub, tiny_video_ckpt):
+    """The BERT vocabulary ships with the package: no second repo to fetch."""
+    snap = factory.install_in_hub_cache(tiny_video_ckpt, VID_7B, hub)
+    result = run("pull", VID_7B)
+    assert result.exit_code == 0, result.stderr
+    assert result.stdout == f"{snap}\n"
+    assert sorted(p.name for p in (hub / "hub").iterdir() if p.name.startswith("models--")) == [
+        "models--YanweiLi--llama-vid-7b-full-224-video-fps-1"
+    ]
 
 
 def test_rm_yes_removes_the_model_and_nothing_else(snapshot, hub):
@@ -95,7 +102,7 @@ def test_rm_yes_removes_the_model_and_nothing_else(snapshot, hub):
     assert result.stderr.strip() == f"Removed {VID_7B} from the Hugging Face cache; freed {size / 1e6:.1f} MB."
     assert not (hub / "hub" / f"models--{VID_7B.replace('/', '--')}").exists()
     assert listed("vid-7b")["cached"] is False and listed("vid-7b")["bytes"] == 0
-    assert checkpoints.hub_file(checkpoints.BERT_TOKENIZER_REPO, "vocab.txt").is_file()
+    assert (hub / "hub" / f"models--{factory.BERT_REPO_ID.replace('/', '--')}").is_dir()  # the other repo stays
 
 
 def test_rm_without_yes_on_a_pipe_is_refused(snapshot):

@@ -88,10 +88,12 @@ def sharp_video_ckpt(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def bert_tokenizer(hf_home):
-    """The original's vlm_att_tokenlizer, built here independently of our loader."""
+    """The original's vlm_att_tokenlizer, built here independently of our loader: as the original,
+    from_pretrained("bert-base-uncased") out of a hub cache holding the vocabulary under that name."""
     from transformers import BertTokenizer
 
-    tok = BertTokenizer.from_pretrained(factory.BERT_REPO_ID, truncation_side="left")
+    factory.install_bert_tokenizer(hf_home, "bert-base-uncased")
+    tok = BertTokenizer.from_pretrained("bert-base-uncased", truncation_side="left")
     tok.add_special_tokens({"bos_token": "[DEC]"})
     assert len(tok) == factory.BERT_VOCAB_SIZE
     return tok
@@ -205,7 +207,9 @@ def test_llm_logits_match_plain_llama(case):
         # the prompt is long enough that linear RoPE scaling (x16) changes the logits
         assert ref_embeds.shape[0] > 40
         unscaled = ref.llama_logits(case.sd, case.config, ref_embeds, rope_scale=None)
-        assert (unscaled - expected).abs().max() > 1e3 * RTOL * expected.abs().max()
+        # small random weights keep attention near uniform, so the effect is ~0.5-1% of the
+        # logits: still 100x the parity tolerance, which is what makes the check above meaningful
+        assert (unscaled - expected).abs().max() > 1e2 * RTOL * expected.abs().max()
 
 
 def test_greedy_generation_matches_plain_loop(case):
@@ -220,7 +224,7 @@ def test_greedy_generation_matches_plain_loop(case):
 
 
 # --------------------------------------------------------------------------------------
-# the tower from LAVIS' eva_vit_g.pth, and a 336 px model with a stored 224 px pos_embed
+# the tower from LAVIS' eva_vit_g.pth, and a 336 px model whose tower comes from LAVIS' 224 px file
 # --------------------------------------------------------------------------------------
 
 
@@ -242,16 +246,17 @@ def test_eva_pth_tower_equals_the_shards_tower(tmp_path, tiny_eva_pth, tiny_vide
 
 
 def test_336_model_interpolates_a_224_pos_embed_like_lavis(tmp_path, bert_tokenizer):
-    folder = factory.write_checkpoint(tmp_path / "img336", kind="image", compress_type=None, seed=5, image_size=224)
-    cfg_path = folder / "config.json"
-    cfg = json.loads(cfg_path.read_text())
-    cfg["image_processor"] = "./llamavid/processor/clip-patch14-336"
-    cfg_path.write_text(json.dumps(cfg))
+    """LAVIS' eva_vit_g.pth holds a 224 px position table; a 336 px model resizes it bicubically.
+    (A tower stored in the shards must already be for the model's size: see test_loading.)"""
+    folder = factory.write_checkpoint(tmp_path / "img336", kind="image", compress_type=None, seed=5, image_size=336,
+                                      include_vision_tower=False)
+    eva = factory.write_eva_vit_g(tmp_path / "eva_vit_g.pth", seed=5, image_size=224, extra_block=False)
 
-    loaded = load_model(str(folder), device="cpu", dtype="float32")
+    loaded = load_model(str(folder), device="cpu", dtype="float32", eva_weights=eva)
     sd, config = ref.load_raw(folder)
+    sd.update({ref.VISION_PREFIX + k: v for k, v in torch.load(eva, map_location="cpu", weights_only=True).items()})
     stored = sd[ref.VISION_PREFIX + "pos_embed"]
-    assert stored.shape[1] == 1 + 16 * 16  # the shards hold the 224 px table
+    assert stored.shape[1] == 1 + 16 * 16  # LAVIS' file holds the 224 px table
     resized = ref.interpolate_pos_embed(stored, 24 * 24)
     assert resized.shape[1] == 1 + 24 * 24
     ours_pos = loaded.model.vision.embeddings.position_embedding

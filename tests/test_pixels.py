@@ -9,12 +9,12 @@ import torch
 import transformers
 from PIL import Image
 
+from llamavid_cli.config import image_size_from_processor
 from llamavid_cli.errors import CheckpointError
 from llamavid_cli.pixels import (
     CLIP_MEAN,
     CLIP_STD,
     PAD_COLOR,
-    image_size_from_processor,
     normalize,
     pad_to_square,
     resize_and_crop,

@@ -7,7 +7,7 @@ from llamavid_cli.model.qformer import MAX_INSTRUCTION_TOKENS, load_bert_tokeniz
 
 
 def tokenizer():
-    return load_bert_tokenizer(checkpoints.hub_file(checkpoints.BERT_TOKENIZER_REPO, "vocab.txt"))
+    return load_bert_tokenizer(checkpoints.bert_vocab())
 
 
 def test_vocabulary_is_bert_base_uncased_plus_dec():

@@ -4,24 +4,34 @@
 short alias (`vid-7b`). Hub downloads land in the standard Hugging Face cache. Shards are read
 once: pickled `.bin` files with `torch.load(weights_only=True)` (memory-mapped), safetensors
 with `safe_open`. `KEY_MAP` renames the released keys to our module tree.
+
+The Q-Former's BERT vocabulary ships with the package (data/, see its NOTICE), so a local
+checkpoint folder is all a user needs. Importing this module imports neither torch nor the
+hub client: the CLI reads KNOWN_MODELS / ALIASES before deciding whether to load anything.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import pickle
 import re
 import zipfile
 from dataclasses import dataclass
+from importlib.resources import files as package_files
 from pathlib import Path
-from typing import Callable, Iterable
-
-import torch
+from typing import TYPE_CHECKING, Callable, Iterable
 
 from .errors import CheckpointError, DownloadError
 
-BERT_TOKENIZER_REPO = "google-bert/bert-base-uncased"
+if TYPE_CHECKING:
+    import torch
+
+# bert-base-uncased's vocab.txt (google-bert/bert-base-uncased on the hub, Apache-2.0, Google),
+# shipped as package data; its digest is checked whenever it is read.
+BERT_VOCAB_FILE = "bert-base-uncased-vocab.txt"
+BERT_VOCAB_SHA256 = "07eced375cec144d27c900241f3e339478dec958f92fddbc551f295c992038a3"
 
 
 @dataclass(frozen=True)
@@ -71,22 +81,27 @@ def is_cached(model: str) -> bool:
     return True
 
 
-def hub_file(repo_id: str, filename: str) -> Path:
-    """One file from the hub cache (downloaded on first use), e.g. BERT's vocab.txt."""
-    from huggingface_hub import hf_hub_download
-    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
-
+def bert_vocab() -> Path:
+    """The packaged bert-base-uncased vocab.txt, its sha256 verified (method.md §5.1)."""
+    path = Path(str(package_files(__package__) / "data" / BERT_VOCAB_FILE))
     try:
-        return Path(hf_hub_download(repo_id, filename))
-    except (LocalEntryNotFoundError, HfHubHTTPError, OSError) as exc:
-        raise DownloadError(
-            f"{filename} of {repo_id} is not in the Hugging Face cache and could not be downloaded "
-            f"({type(exc).__name__}); connect once, or run `hf download {repo_id} {filename}`"
-        ) from None
+        digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    except OSError:
+        raise CheckpointError(f"the installed package lacks {path}; reinstall llamavid-cli") from None
+    if digest != BERT_VOCAB_SHA256:
+        raise CheckpointError(f"{path} is damaged (sha256 {digest[:12]}…, expected {BERT_VOCAB_SHA256[:12]}…); reinstall llamavid-cli")
+    return path
+
+
+def _how_to_get(repo_id: str) -> str:
+    return (
+        f"run `llamavid models pull {repo_id}` on a connected machine and copy its Hugging Face cache "
+        "(~/.cache/huggingface/hub) here, or pass --model /path/to/checkpoint"
+    )
 
 
 def _snapshot(repo_id: str, patterns: list[str], *, download: bool, what: str) -> Path:
-    from huggingface_hub import snapshot_download
+    from huggingface_hub import constants, snapshot_download
     from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError, RepositoryNotFoundError
 
     try:
@@ -94,11 +109,12 @@ def _snapshot(repo_id: str, patterns: list[str], *, download: bool, what: str) -
     except RepositoryNotFoundError:
         raise DownloadError(f"{what} does not exist on the Hugging Face hub (check the id)") from None
     except (LocalEntryNotFoundError, HfHubHTTPError, OSError) as exc:
-        raise DownloadError(
-            f"{what} is not in the local Hugging Face cache and could not be downloaded "
-            f"({type(exc).__name__}); run `llamavid models pull {repo_id}` on a connected machine "
-            "or pass --model /path/to/checkpoint"
-        ) from None
+        why = f"{what} is not in the local Hugging Face cache ({constants.HF_HUB_CACHE})"
+        if download and constants.HF_HUB_OFFLINE:
+            why += " and offline mode is on (HF_HUB_OFFLINE), so it cannot be downloaded"
+        elif download:
+            why += f" and the Hugging Face hub could not be reached ({type(exc).__name__})"
+        raise DownloadError(f"{why}; {_how_to_get(repo_id)}") from None
 
 
 # --- shard reading -----------------------------------------------------------------------
@@ -126,6 +142,8 @@ def shard_files(folder: Path) -> list[Path]:
 
 def read_shard(path: Path) -> dict[str, torch.Tensor]:
     """Read one shard without running arbitrary pickled code."""
+    import torch
+
     if path.suffix == ".safetensors":
         from safetensors import SafetensorError
         from safetensors.torch import load_file
@@ -160,15 +178,19 @@ def read_weights(files: Iterable[Path], keep: Callable[[str], bool] = lambda k: 
 # --- the key map: released names → our module tree ----------------------------------------
 
 # Ordered (pattern, replacement) pairs; the first match wins. Keys that match no pattern are
-# reported as unexpected by the strict load. `None` drops a key we recompute ourselves.
+# reported as unexpected by the strict load. `None` drops a key.
 KEY_MAP: list[tuple[str, str | None]] = [
+    # The two buffers transformers 4.31 persisted and we recompute (method.md §1), dropped by
+    # this one rule: every LLM layer's RoPE `inv_freq` (stored rounded to the storage dtype; we
+    # keep exact float32 frequencies) and the Q-Former's `position_ids` (arange(512)). Nothing
+    # else is dropped: any other unknown or missing key is refused by name.
+    (r"^model\.(?:layers\.\d+\.self_attn\.rotary_emb\.inv_freq|vlm_att_encoder\.bert\.embeddings\.position_ids)$", None),
     # Llama LLM (method.md §1): LlamaForCausalLM names under `llm.`
     (r"^(model\.(?:embed_tokens|layers|norm)\..*)$", r"llm.\1"),
     (r"^lm_head\.(.*)$", r"llm.lm_head.\1"),
     # content projector
     (r"^model\.mm_projector\.(.*)$", r"mm_projector.\1"),
     # Q-Former: LAVIS BERT names → transformers' InstructBlipQFormerModel names
-    (r"^model\.vlm_att_encoder\.bert\.embeddings\.position_ids$", None),
     (r"^model\.vlm_att_encoder\.bert\.embeddings\.LayerNorm\.(.*)$", r"qformer.embeddings.layernorm.\1"),
     (r"^model\.vlm_att_encoder\.bert\.(.*)\.(attention|crossattention)\.self\.(.*)$", r"qformer.\1.\2.attention.\3"),
     (r"^model\.vlm_att_encoder\.bert\.(.*)$", r"qformer.\1"),
@@ -208,6 +230,8 @@ def convert_eva(state: dict[str, torch.Tensor], num_layers: int) -> dict[str, to
     LAVIS' eva_vit_g.pth holds more blocks than the 39 that BLIP-2 uses; extra blocks and the
     classification head are ignored, as the original's non-strict load did.
     """
+    import torch
+
     out: dict[str, torch.Tensor] = {}
     for key, value in state.items():
         block = re.match(r"^blocks\.(\d+)\.", key)

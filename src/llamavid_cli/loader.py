@@ -1,7 +1,8 @@
 """The one loader: model spec → a ready LlamaVid with its tokenizers, weights read once.
 
-resolve (folder / hub id / alias) → config.json → modules built without memory → shards read
-once and renamed through KEY_MAP → strict load → dtype, device, optional 4/8-bit LLM.
+resolve (folder / hub id / alias) → config.json → will it fit? → modules built without memory
+→ shards read once and renamed through KEY_MAP → strict load → dtype, device, optional 4/8-bit
+LLM → RoPE frequencies back to exact float32.
 """
 
 from __future__ import annotations
@@ -13,8 +14,8 @@ from pathlib import Path
 import torch
 
 from . import checkpoints
-from .config import Compress, ModelConfig, read_config
-from .devices import gpus_needed, spread_llm
+from .config import Compress, ModelConfig, image_size_from_processor, read_config
+from .devices import available_bytes, check_fits, gpus_needed, spread_llm
 from .errors import CheckpointError, UsageError
 from .model.llamavid import LlamaVid, parameters_on_meta
 from .model.prompt import LlamaTokenizer
@@ -23,6 +24,7 @@ from .model.vision import resize_pos_embed
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 QUANTIZE = ("none", "8bit", "4bit")
+QUANTIZED_BYTES = {"8bit": 1.0, "4bit": 0.5}  # per decoder-linear weight (4bit's scales are ~3% more)
 
 
 @dataclass
@@ -37,6 +39,7 @@ class Loaded:
     dtype: torch.dtype
     quantize: str
     long_video: bool  # method.md §7 semantics: the movie checkpoint's, or forced by --long-video
+    dtype_reason: str = ""  # why this dtype, for the CLI to print: "float32: the CPU has no fast float16"
 
 
 def pick_device(device: str = "auto") -> torch.device:
@@ -57,13 +60,54 @@ def pick_device(device: str = "auto") -> torch.device:
     return picked
 
 
-def pick_dtype(dtype: str, device: torch.device) -> torch.dtype:
-    """fp16 on GPUs (the released precision), float32 on the CPU where fp16 matmuls are slow."""
+def pick_dtype(dtype: str, device: torch.device) -> tuple[torch.dtype, str]:
+    """fp16 on GPUs (the released precision), float32 on the CPU where fp16 matmuls are slow;
+    returns the dtype and a short reason the CLI can show."""
     if dtype == "auto":
-        return torch.float32 if device.type == "cpu" else torch.float16
+        if device.type == "cpu":
+            return torch.float32, "float32: the CPU has no fast float16"
+        return torch.float16, f"float16: the released precision, on {device.type}"
     if dtype not in DTYPES:
         raise UsageError(f"unknown dtype {dtype!r} (expected auto, {', '.join(DTYPES)})")
-    return DTYPES[dtype]
+    return DTYPES[dtype], f"{dtype}: asked for with --dtype"
+
+
+def _dtype_name(dtype: torch.dtype) -> str:
+    return str(dtype).removeprefix("torch.")
+
+
+def quantized_half(dtype: torch.dtype, target: torch.device) -> torch.dtype:
+    """What the unquantized parts (and the compute) use with --quantize: fp16 for a float32 ask on a GPU."""
+    return torch.float16 if dtype == torch.float32 and target.type != "cpu" else dtype
+
+
+def weight_bytes(config: ModelConfig, dtype: torch.dtype, quantize: str = "none") -> int:
+    """Bytes the loaded weights take: parameters from the config × bytes per element; with
+    --quantize the decoder's linear weights take 1 (8bit) or 0.5 (4bit) byte each."""
+    counts = config.parameter_counts()
+    size = torch.empty((), dtype=dtype).element_size()
+    linears = counts.pop("llm_linears")
+    per_linear = QUANTIZED_BYTES[quantize] if quantize != "none" else size
+    return int(linears * per_linear + sum(counts.values()) * size)
+
+
+def memory_options(config: ModelConfig, target: torch.device) -> dict[str, int]:
+    """Bytes needed for each way of loading on `target`: each dtype, and 8bit / 4bit."""
+    options = {name: weight_bytes(config, dtype) for name, dtype in DTYPES.items()}
+    half = quantized_half(torch.float16, target)
+    options.update({q: weight_bytes(config, half, q) for q in QUANTIZED_BYTES})
+    return options
+
+
+def check_memory(config: ModelConfig, target: torch.device, dtype: torch.dtype, quantize: str,
+                 available: int | None) -> None:
+    """Refuse before reading any shard when the weights cannot fit in `available` bytes."""
+    options = memory_options(config, target)
+    choice = quantize if quantize != "none" else _dtype_name(dtype)
+    if quantize != "none":
+        options[choice] = weight_bytes(config, quantized_half(dtype, target), quantize)
+    where = "the CPU" if target.type == "cpu" else f"{target}" if target.index is not None else "the GPUs"
+    check_fits(options, choice, available, where)
 
 
 def fingerprint(folder: Path, files: list[Path]) -> str:
@@ -88,7 +132,12 @@ def identify(spec: str, *, download: bool = True) -> tuple[str, str]:
 
 
 def load_state(config: ModelConfig, files: list[Path], eva_weights: Path | None) -> dict[str, torch.Tensor]:
-    """Read the shards once and rename to our module tree, the EVA tower included."""
+    """Read the shards once and rename to our module tree, the EVA tower included.
+
+    A tower stored in the shards must be for the config's image size (its pos_embed length is
+    1 + (S/14)², method.md §3); LAVIS' separate eva_vit_g.pth is for 224 px and its position
+    table is resized bicubically to the model's size, as LAVIS does.
+    """
     raw = checkpoints.read_weights(files)
     state: dict[str, torch.Tensor] = {}
     eva: dict[str, torch.Tensor] = {}
@@ -99,7 +148,11 @@ def load_state(config: ModelConfig, files: list[Path], eva_weights: Path | None)
         new = checkpoints.rename(key)
         if new is not None:
             state[new] = value
-    if not eva:  # older checkpoints: the tower lives in LAVIS' separate file
+    if eva:
+        pos = eva.get("pos_embed")
+        if pos is not None:
+            image_size_from_processor(config.image_processor, pos.shape[1] if pos.ndim == 3 else -1)
+    else:  # older checkpoints: the tower lives in LAVIS' separate file
         eva = checkpoints.load_lavis_eva(eva_weights or checkpoints.default_eva_path())
     vision = checkpoints.convert_eva(eva, config.vision.num_hidden_layers)
     pos = vision.get("embeddings.position_embedding")
@@ -133,10 +186,25 @@ def assemble(config: ModelConfig, state: dict[str, torch.Tensor]) -> LlamaVid:
     return model.eval().requires_grad_(False)
 
 
+def cast(model: LlamaVid, dtype: torch.dtype) -> None:
+    """`model.to(dtype)`, keeping the RoPE inverse frequencies exact float32.
+
+    Module.to(dtype) casts floating buffers too, and transformers' rotary embedding would then
+    compute cos/sin from float16-rounded frequencies (method.md: we keep exact RoPE); the
+    buffers built at construction (linear ×16 scaling included) are put back after the cast.
+    """
+    exact = {name: buf.clone() for name, buf in model.named_buffers() if name.endswith("inv_freq")}
+    model.to(dtype=dtype)
+    for name, value in exact.items():
+        owner, _, attr = name.rpartition(".")
+        module = model.get_submodule(owner)
+        setattr(module, attr, value.to(getattr(module, attr).device))
+
+
 def place(model: LlamaVid, target: torch.device, dtype: torch.dtype) -> None:
     """Move to `target`; with `cuda` (no index) and an LLM too big for the first GPU, spread the
     LLM's layers over all visible GPUs."""
-    model.to(dtype=dtype)
+    cast(model, dtype)
     gpus = [target]
     if target.type == "cuda" and target.index is None:
         llm_bytes = sum(p.numel() * p.element_size() for p in model.llm.parameters())
@@ -172,10 +240,12 @@ def load_model(
     if not tokenizer_file.is_file():
         raise CheckpointError(f"{folder} has no tokenizer.model")
     target = pick_device(device)
-    torch_dtype = pick_dtype(dtype, target)
+    torch_dtype, dtype_reason = pick_dtype(dtype, target)
     long_video = config.long_video if long_video is None else long_video
     if long_video and config.compress is not Compress.MEAN:
         raise UsageError("long-video mode needs a model with mean compression (two tokens per frame)")
+    vocab = checkpoints.bert_vocab()
+    check_memory(config, target, torch_dtype, quantize, available_bytes(target))
 
     model = assemble(config, load_state(config, files, eva_weights))
     if quantize == "none":
@@ -184,12 +254,14 @@ def load_model(
         from .quantize import quantize_llm
 
         # The vision tower and Q-Former stay in half precision; only the LLM's linears shrink.
-        half = torch.float16 if torch_dtype == torch.float32 and target.type != "cpu" else torch_dtype
-        model.to(dtype=half)
+        half = quantized_half(torch_dtype, target)
+        cast(model, half)
         quantize_llm(model.llm, quantize, compute_dtype=half)
         model.to(device=target)
+        if half != torch_dtype:
+            dtype_reason = f"{_dtype_name(half)}: the compute precision of the {quantize} LLM on {target.type}"
         torch_dtype = half
-    model.bert_tokenizer = load_bert_tokenizer(checkpoints.hub_file(checkpoints.BERT_TOKENIZER_REPO, "vocab.txt"))
+    model.bert_tokenizer = load_bert_tokenizer(vocab)
     return Loaded(
         model=model,
         tokenizer=LlamaTokenizer(tokenizer_file),
@@ -201,6 +273,7 @@ def load_model(
         dtype=torch_dtype,
         quantize=quantize,
         long_video=long_video,
+        dtype_reason=dtype_reason,
     )
 
 

@@ -12,14 +12,9 @@ Video frames usually take a faster route that resizes inside FFmpeg (`video.Fram
 
 from __future__ import annotations
 
-import math
-import re
-
 import numpy as np
 import torch
 from PIL import Image
-
-from .errors import CheckpointError
 
 # OpenAI CLIP's normalisation constants, as in the shipped processor config (method.md §3).
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
@@ -103,43 +98,6 @@ def normalize(
     std = torch.tensor(CLIP_STD, dtype=torch.float32, device=device).view(1, 3, 1, 1)
     x = pixels.permute(0, 3, 1, 2).to(torch.float32) / 255.0  # [N, 3, S, S]
     return ((x - mean) / std).to(dtype).contiguous()
-
-
-_SIZE_SUFFIX = re.compile(r"-(224|336)$")
-
-
-def image_size_from_processor(name: str, pos_embed_len: int | None = None) -> int:
-    """Image size S from the config's `image_processor` name, checked against the tower.
-
-    `…-224` and `…clip-vit-large-patch14` mean 224, `…-336` means 336 (method.md §3). When
-    the stored `pos_embed` length is given it must equal 1 + (S/14)²; it alone decides when
-    the name says nothing, and a disagreement is an error.
-    """
-    stem = name.strip().rstrip("/\\")
-    match = _SIZE_SUFFIX.search(stem)
-    from_name = int(match.group(1)) if match else 224 if stem.endswith("clip-vit-large-patch14") else None
-
-    from_weights = None
-    if pos_embed_len is not None:
-        side = math.isqrt(max(pos_embed_len - 1, 0))
-        if pos_embed_len < 2 or side * side != pos_embed_len - 1:
-            raise CheckpointError(
-                f"the vision tower's pos_embed has {pos_embed_len} positions, which is not 1 + a square number; "
-                "the checkpoint is damaged: download it again"
-            )
-        from_weights = side * PATCH_SIZE
-
-    if from_name is not None and from_weights is not None and from_name != from_weights:
-        raise CheckpointError(
-            f"image_processor '{name}' says {from_name} px but the vision tower's pos_embed "
-            f"({pos_embed_len} positions) is for {from_weights} px; fix image_processor in config.json"
-        )
-    if from_name is None and from_weights is None:
-        raise CheckpointError(
-            f"cannot tell the image size from image_processor '{name}' (expected a name ending "
-            "in -224, -336 or clip-vit-large-patch14); fix image_processor in config.json"
-        )
-    return from_name if from_name is not None else from_weights
 
 
 def _check_rgb(image: np.ndarray) -> None:

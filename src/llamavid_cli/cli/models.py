@@ -192,7 +192,6 @@ def pull(model: ModelArg) -> None:
     if not (folder / "config.json").is_file():
         raise CheckpointError(f"{folder} has no config.json; run `llamavid models pull {model}` again on a connected machine")
     checkpoints.shard_files(folder)  # raises when a shard named in the index is missing
-    checkpoints.hub_file(checkpoints.BERT_TOKENIZER_REPO, "vocab.txt")
     out.result(str(folder))
 
 
