@@ -20,11 +20,11 @@ import torch
 
 from . import cache, checkpoints, context, pixels, subtitles, video, vidtok
 from .config import read_config
-from .context import build_prompt, context_error, frame_budget, text_tokens  # noqa: F401  (the callers' names)
+from .context import build_prompt, context_error
 from .errors import LlamaVidError, UsageError, VideoError
 from .loader import Loaded
 from .model.llamavid import IMAGE_PLACEHOLDER, CallbackStreamer, FrameTokens
-from .video import Sampling  # noqa: F401  (frame choice is video.py's; callers know it as pipeline.Sampling)
+from .video import Sampling  # (frame choice is video.py's; callers know it as pipeline.Sampling)
 
 DEFAULT_PROMPT = "Describe this video in detail."
 DECODE_BATCH = 16  # frames decoded and pushed through the tower together
