@@ -104,15 +104,15 @@ def peak_rss_during(work) -> int:
 @pytest.mark.slow
 @pytest.mark.skipif(not (PROC / "clear_refs").exists(), reason="needs Linux's /proc/self/clear_refs")
 def test_an_8k_video_is_encoded_in_bounded_memory(tiny_video_ckpt, tmp_path):
-    """Encoding all 6 frames of an 8K clip peaks no higher than encoding 1 of them, give or take
-    less than one frame.
+    """Encoding all 8 frames of an 8K clip peaks within a few frames of encoding 1 of them.
 
-    Both encodes decode the same 6 frames (the decoder's own buffers are alike) and differ in
+    Both encodes decode the same 8 frames (the decoder's own buffers are alike) and differ in
     how many frames are chosen, converted and encoded. One 7680×4320 RGB frame is 100 MB: a
-    pipeline that kept the chosen frames at full size would peak about 450 MB higher (measured
-    by holding them in FrameScaler), where ours differs by about 25 MB. A first, unmeasured
-    encode takes the one-time allocations out of the comparison."""
-    source = media.make_video(tmp_path / "8k.mp4", seconds=1, fps=6, width=7680, height=4320, codec="mpeg4")
+    pipeline that kept the chosen frames at full size peaks about 750 MB higher (measured by
+    holding them in FrameScaler); ours differs by 0–150 MB depending on what ran before in
+    the process, hence the bound of three frames. A first, unmeasured encode takes the
+    one-time allocations out of the comparison."""
+    source = media.make_video(tmp_path / "8k.mp4", seconds=1, fps=8, width=7680, height=4320, codec="mpeg4")
     loaded = load_model(str(tiny_video_ckpt), device="cpu", dtype="float32")
     encoded = {}
 
@@ -121,10 +121,10 @@ def test_an_8k_video_is_encoded_in_bounded_memory(tiny_video_ckpt, tmp_path):
 
     pipeline.encode_source(loaded, source, "Describe.", Sampling(1.0))  # warm-up
     one = peak_rss_during(encode(1.0))
-    every = peak_rss_during(encode(6.0))
-    assert (encoded[1.0].tokens.num_frames, encoded[6.0].tokens.num_frames) == (1, 6)
+    every = peak_rss_during(encode(8.0))
+    assert (encoded[1.0].tokens.num_frames, encoded[8.0].tokens.num_frames) == (1, 8)
     frame = 7680 * 4320 * 3
-    assert every - one < frame, f"peak grew by {every / 2**20:.0f} MiB for 6 frames vs {one / 2**20:.0f} MiB for 1"
+    assert every - one < 3 * frame, f"peak grew by {every / 2**20:.0f} MiB for 8 frames vs {one / 2**20:.0f} MiB for 1"
 
 
 @pytest.mark.requires_cuda
