@@ -11,14 +11,14 @@ interleaved (a, b, c, a, b, c, …) and every figure is the median of `--repeats
 1. Throughput, on one file (default: generated, 120 s 1920x1080 30 fps H.264 High, ~18 Mbit/s,
    a keyframe every 2 s):
      (a) the bare PyAV loop: `for frame in container.decode(stream): pass`, thread_type "AUTO";
-     (b) our path: `video.iter_frames(path, fps=1.0, size=224)` → `pixels.normalize(np.stack(batch))`
+     (b) our path: `video.iter_frames(path, Sampling(1.0), size=224)` → `pixels.normalize(np.stack(batch))`
          in batches of 16 on the CPU (each batch dropped once made, as encode hands it on);
      (c) the original LLaMA-VID's way: every frame decoded, frames 0, stride, 2·stride, … (stride =
          round(average_fps / 1.0), method.md §4) read as full-resolution RGB (`to_ndarray("rgb24")`),
          np.stack-ed into one array, then transformers' CLIP image processor (the PIL one, as the
          checkpoints shipped it: shortest_edge 224, crop 224, bicubic) on the whole array.
    Targets for (b): CPU time ≤ 1.05× and throughput (file seconds per wall second) ≥ 0.9× those of (a).
-2. Sparse sampling: `iter_frames(path, fps=0.1, seek=True)` against `seek=False` on the same file:
+2. Sparse sampling: `iter_frames(path, Sampling(0.1), seek=True)` against `seek=False` on the same file:
    wall time, speed-up, and a check that both chose the same frames (indices, times and a SHA-1 of the
    full-resolution pixels). Exit status 1 when they differ.
 3. Memory: peak RSS of (b) on a 30-minute against a 1-minute video, both 640x360 30 fps H.264
@@ -236,11 +236,11 @@ def step_ours(a: dict) -> dict:
     import numpy as np
 
     from llamavid_cli.pixels import normalize
-    from llamavid_cli.video import iter_frames
+    from llamavid_cli.video import Sampling, iter_frames
 
     def run(path, fps, size):
         chosen, batch, indices = 0, [], []
-        for frame in iter_frames(path, fps=fps, size=size):
+        for frame in iter_frames(path, Sampling(fps), size=size):
             chosen += 1
             indices.append(frame.index)
             batch.append(frame.image)
@@ -294,14 +294,14 @@ def step_original(a: dict) -> dict:
 
 
 def step_sparse(a: dict) -> dict:
-    from llamavid_cli.video import iter_frames, probe
+    from llamavid_cli.video import Sampling, iter_frames, probe
 
     info = probe(a["path"])
 
     def run(path, fps, seek):
         return [
             [f.index, round(f.time, 6), hashlib.sha1(f.image.tobytes()).hexdigest()[:16]]
-            for f in iter_frames(path, fps=fps, seek=seek)
+            for f in iter_frames(path, Sampling(fps), seek=seek)
         ]
 
     out = measure(run, a["path"], a["fps"], a["seek"])

@@ -14,7 +14,7 @@ import pytest
 from llamavid_cli import video
 from llamavid_cli.errors import UsageError, VideoError
 from llamavid_cli.pixels import resize_and_crop
-from llamavid_cli.video import Frame, VideoInfo, even_subset, frame_stride, iter_frames, probe
+from llamavid_cli.video import Frame, Sampling, VideoInfo, even_subset, frame_stride, iter_frames, probe
 
 from media import (
     green_corner,
@@ -47,9 +47,14 @@ def media(tmp_path_factory):
     }
 
 
+def sample(path, *, size=None, seek=None, on_warning=None, **sampling):
+    """iter_frames with the Sampling fields as keywords (fps=, max_frames=, start=, end=)."""
+    return iter_frames(path, Sampling(**sampling), size=size, seek=seek, on_warning=on_warning)
+
+
 def chosen(path, **kwargs) -> list[tuple[int, float, int]]:
     """(index, time, index drawn in the pixels) of every chosen frame."""
-    return [(f.index, f.time, read_index(f.image)) for f in iter_frames(path, **kwargs)]
+    return [(f.index, f.time, read_index(f.image)) for f in sample(path, **kwargs)]
 
 
 @pytest.fixture
@@ -175,12 +180,12 @@ def test_rotation_metadata_is_applied(tmp_path, rotation, hflip, side, corner):
     quarter = rotation % 180 == 90
     assert (info.width, info.height) == ((48, 64) if quarter else (64, 48))
     assert info.rotation == rotation % 360
-    frame = next(iter_frames(path))
+    frame = next(sample(path))
     assert frame.image.shape == ((64, 48, 3) if quarter else (48, 64, 3))
     assert marker_side(frame.image) == side
     assert green_corner(frame.image) == corner
     # The resized path rotates too (the crop keeps the red band's edge).
-    small = next(iter_frames(path, size=32))
+    small = next(sample(path, size=32))
     assert small.image.shape == (32, 32, 3)
     assert marker_side(small.image) == side
 
@@ -191,8 +196,8 @@ def test_rotation_metadata_is_applied(tmp_path, rotation, hflip, side, corner):
 @pytest.mark.parametrize("name", ["gop_mkv", "mpeg4"])
 @pytest.mark.parametrize("fps", [10 / 7, 10 / 9, 0.5, 0.4])
 def test_seek_path_chooses_the_same_frames(media, name, fps):
-    sequential = list(iter_frames(media[name], fps=fps, seek=False))
-    seeking = list(iter_frames(media[name], fps=fps, seek=True))
+    sequential = list(sample(media[name], fps=fps, seek=False))
+    seeking = list(sample(media[name], fps=fps, seek=True))
     assert [(f.index, f.time) for f in seeking] == [(f.index, f.time) for f in sequential]
     assert [read_index(f.image) for f in seeking] == [f.index for f in sequential]
     for a, b in zip(sequential, seeking):
@@ -300,7 +305,7 @@ def _bad_inputs(tmp_path):
 @pytest.mark.parametrize("case", ["missing", "directory", "text", "audio", "empty", "undecodable"])
 def test_bad_inputs_fail_with_one_line(tmp_path, case):
     path, words = _bad_inputs(tmp_path)[case]
-    for attempt in (lambda: probe(path), lambda: list(iter_frames(path))):
+    for attempt in (lambda: probe(path), lambda: list(sample(path))):
         with pytest.raises(VideoError) as err:
             attempt()
         message = str(err.value)
@@ -324,7 +329,7 @@ def test_bad_inputs_fail_with_one_line(tmp_path, case):
 )
 def test_bad_options_are_usage_errors(media, kwargs):
     with pytest.raises(UsageError) as err:
-        list(iter_frames(media["cfr"], **kwargs))
+        list(sample(media["cfr"], **kwargs))
     assert "\n" not in str(err.value)
 
 
@@ -332,7 +337,7 @@ def test_bad_options_are_usage_errors(media, kwargs):
 
 
 def test_iterator_is_lazy(media, decode_counter):
-    frames = list(itertools.islice(iter_frames(media["long"], fps=1.0, seek=False), 2))
+    frames = list(itertools.islice(sample(media["long"], fps=1.0, seek=False), 2))
     assert [f.index for f in frames] == [0, 10]
     assert decode_counter["frames"] < 40 + video._CLOCK_FRAMES  # not the 200 frames of the clip
 
@@ -341,7 +346,7 @@ def test_frames_are_not_held(media):
     """A consumer that drops each frame leaves at most a couple alive (weak references)."""
     alive_max = 0
     refs = []
-    for frame in iter_frames(media["long"], fps=10.0):  # every frame chosen
+    for frame in sample(media["long"], fps=10.0):  # every frame chosen
         refs.append(weakref.ref(frame.image))
         del frame
         alive_max = max(alive_max, sum(r() is not None for r in refs))
@@ -358,8 +363,8 @@ def test_size_matches_the_reference_resize(tmp_path, rotation):
     path = make_video(
         tmp_path / "photo.mp4", seconds=1, fps=5, width=320, height=240, pattern_kind="photo", rotation=rotation
     )
-    full = list(iter_frames(path, fps=5.0))
-    small = list(iter_frames(path, fps=5.0, size=224))
+    full = list(sample(path, fps=5.0))
+    small = list(sample(path, fps=5.0, size=224))
     assert len(full) == len(small) == 5
     for a, b in zip(full, small):
         diff = np.abs(resize_and_crop(a.image, 224).astype(int) - b.image.astype(int))
@@ -381,7 +386,7 @@ def test_probe_reports_the_stream(media):
 def test_probe_counts_embedded_subtitles(media):
     info = probe(media["subs"])
     assert info.subtitle_streams == 1
-    assert [read_index(f.image) for f in iter_frames(media["subs"])] == [0, 10]
+    assert [read_index(f.image) for f in sample(media["subs"])] == [0, 10]
     # The SubRip track written by tests/media.py reads back with its cue times.
     with av.open(str(media["subs"])) as container:
         track = container.streams.subtitles[0]
@@ -405,6 +410,6 @@ def test_still_images(tmp_path):
 
     info = probe(rotated)
     assert info.is_image and (info.width, info.height) == (48, 64) and info.frame_count == 1
-    frames = list(iter_frames(png))
+    frames = list(sample(png))
     assert len(frames) == 1 and isinstance(frames[0], Frame) and frames[0].time == 0.0
     assert frames[0].image.shape == (48, 64, 3)

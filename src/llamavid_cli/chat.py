@@ -11,9 +11,25 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from . import pipeline
+from . import context, pipeline
 from .loader import Loaded
 from .model.prompt import Conversation
+
+
+def open_source(
+    loaded: Loaded, path: Path, sampling: pipeline.Sampling | None = None, *, max_new_tokens: int, fit: bool,
+    use_cache: bool = True, subs: pipeline.SubtitleRequest | None = None,
+    progress: pipeline.FrameProgress | None = None,
+) -> pipeline.Prepared:
+    """A source decoded once for every question to come, fitted to the context before decoding
+    with room for a question not known yet (`pipeline.fit_source`); notes in `.notes`."""
+    sampling, notes = pipeline.fit_source(
+        loaded, path, sampling, question=None, history=None, max_new_tokens=max_new_tokens, fit=fit, subs=subs
+    )
+    prepared = pipeline.prepare(loaded, path, sampling, use_cache=use_cache, subs=subs, progress=progress)
+    prepared, note = context.trim(loaded, prepared, question=None, history=None, max_new_tokens=max_new_tokens, allow=fit)
+    prepared.notes[:0] = notes + ([note] if note else [])
+    return prepared
 
 
 @dataclass

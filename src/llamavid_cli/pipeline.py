@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Iterator
@@ -17,27 +18,20 @@ from typing import Callable, Iterator
 import numpy as np
 import torch
 
-from . import cache, pixels, speech, subtitles, video, vidtok
-from .errors import ContextLengthError, LlamaVidError, UsageError, VideoError
+from . import cache, checkpoints, context, pixels, speech, subtitles, video, vidtok
+from .config import read_config
+from .context import build_prompt, context_error
+from .errors import LlamaVidError, UsageError, VideoError
 from .loader import Loaded
 from .model.llamavid import IMAGE_PLACEHOLDER, CallbackStreamer, FrameTokens
-from .model.prompt import IMAGE_TOKEN, Conversation, movie_text, tokenize_prompt
+from .video import Sampling  # (frame choice is video.py's; callers know it as pipeline.Sampling)
 
 DEFAULT_PROMPT = "Describe this video in detail."
 DECODE_BATCH = 16  # frames decoded and pushed through the tower together
 
-
-@dataclass
-class Sampling:
-    """Which frames to take: method.md §4 by default (1 fps, no cap)."""
-
-    fps: float = 1.0
-    max_frames: int | None = None
-    start: float | None = None
-    end: float | None = None
-
-    def as_dict(self) -> dict:
-        return {"fps": self.fps, "max_frames": self.max_frames, "start": self.start, "end": self.end}
+# Given the number of frames about to be decoded, a context manager around the decoding that
+# yields the callback told how many frames each batch added (a progress bar).
+FrameProgress = Callable[[int], AbstractContextManager[Callable[[int], None]]]
 
 
 @dataclass
@@ -150,10 +144,7 @@ def _pixel_batches(loaded: Loaded, path: Path, sampling: Sampling, warnings: lis
         yield pixels.normalize(pixels.resize_and_crop(image, size)[None], device, dtype), [0.0]
         return
     batch, stamps = [], []
-    frames = video.iter_frames(
-        path, fps=sampling.fps, max_frames=sampling.max_frames, start=sampling.start, end=sampling.end,
-        size=size, on_warning=warnings.append,
-    )
+    frames = video.iter_frames(path, sampling, size=size, on_warning=warnings.append)
     for frame in frames:
         batch.append(frame.image)
         stamps.append(frame.time)
@@ -192,7 +183,7 @@ def encode_source(
         if on_frames:
             on_frames(len(times))
     if not contexts:
-        raise VideoError(f"{path}: no frames in the chosen range; widen --start/--end or raise --fps")
+        raise VideoError(f"{path}: {NO_FRAMES}")
     info = info or source_info(path)
     return Encoded(
         tokens=FrameTokens(torch.cat(contexts), torch.cat(contents)),
@@ -202,6 +193,9 @@ def encode_source(
         warnings=warnings,
         seconds=time.perf_counter() - started,
     )
+
+
+NO_FRAMES = "no frames in the chosen range; widen --start/--end or raise --fps"
 
 
 def to_vidtok(
@@ -268,17 +262,38 @@ class Prepared:
 
 def prepare(
     loaded: Loaded, path: Path, sampling: Sampling | None = None, *, question: str | None = None,
-    use_cache: bool = True, on_frames: Callable[[int], None] | None = None,
-    subs: SubtitleRequest | None = None,
+    use_cache: bool = True, progress: FrameProgress | None = None, subs: SubtitleRequest | None = None,
 ) -> Prepared:
-    """Open a source (see `_prepare`) and attach its subtitles where they will be used."""
+    """Open a source (see `_prepare`) and attach its subtitles where they will be used.
+
+    Whisper never runs for a short-video model, which would ignore what it heard (the CLI
+    refuses --transcribe there before loading anything: `check_transcribe`)."""
     subs = subs or SubtitleRequest()
-    prepared = _prepare(loaded, Path(path), sampling, question=question, use_cache=use_cache, on_frames=on_frames)
+    notes = []
+    if subs.transcribe and not loaded.long_video:
+        subs = replace(subs, transcribe=False)
+        notes.append(f"--transcribe skipped: {TRANSCRIBE_UNUSED}")
+    if subs.file and not loaded.long_video:
+        notes.append("subtitles are only read by the long-video prompt; pass --long-video to use them")
+    prepared = _prepare(loaded, Path(path), sampling, question=question, use_cache=use_cache, progress=progress)
     if subs.file or subs.transcribe or (loaded.long_video and not prepared.cues):
         prepared.cues = gather_cues(Path(path), subs, prepared.cues)
-    if (subs.file or subs.transcribe) and not loaded.long_video:
-        prepared.notes.append("subtitles are only read by the long-video prompt; pass --long-video to use them")
+    prepared.notes += notes
     return prepared
+
+
+TRANSCRIBE_UNUSED = "only the long-video prompt reads subtitles (add --long-video, or use --model long-7b)"
+
+
+def check_transcribe(model: str, long_video: bool | None, subs: SubtitleRequest) -> None:
+    """Refuse --transcribe for a model that would ignore the subtitles, before Whisper or the
+    model loads (reads the checkpoint's config.json only)."""
+    if not subs.transcribe:
+        return
+    if long_video is None:
+        long_video = read_config(checkpoints.resolve(model)).long_video
+    if not long_video:
+        raise UsageError(f"--transcribe makes subtitles that {model} would not read: {TRANSCRIBE_UNUSED}")
 
 
 def gather_cues(path: Path, subs: SubtitleRequest, stored: list[subtitles.Cue]) -> list[subtitles.Cue]:
@@ -313,7 +328,7 @@ def transcribed(path: Path, model: str) -> list[subtitles.Cue]:
 
 def _prepare(
     loaded: Loaded, path: Path, sampling: Sampling | None = None, *, question: str | None = None,
-    use_cache: bool = True, on_frames: Callable[[int], None] | None = None,
+    use_cache: bool = True, progress: FrameProgress | None = None,
 ) -> Prepared:
     """Open a .vidtok, or decode a video/image, into something questions can be asked of.
 
@@ -340,9 +355,10 @@ def _prepare(
         if hit is not None:
             return hit
     keep = cacheable or question is None
-    encoded = encode_source(
-        loaded, path, question or DEFAULT_PROMPT, sampling, keep_features=keep, on_frames=on_frames, info=info
-    )
+    with progress(expected_frames(path, sampling)) if progress else nullcontext() as advance:
+        encoded = encode_source(
+            loaded, path, question or DEFAULT_PROMPT, sampling, keep_features=keep, on_frames=advance, info=info
+        )
     prepared = Prepared(encoded.source, encoded.timestamps, encoded.features, notes=list(encoded.warnings))
     prepared.made_for = (question or DEFAULT_PROMPT, encoded.tokens)
     if cacheable:
@@ -380,19 +396,6 @@ def cached(loaded: Loaded, info: dict, sampling: Sampling) -> Prepared | None:
     return from_vidtok(stored, keep)
 
 
-def build_prompt(
-    loaded: Loaded, question: str, frames: int, history: list[tuple[str, str]] | None = None,
-    subtitles_per_frame: list[list[str]] | None = None,
-) -> list[int]:
-    """vicuna_v1 prompt ids with placeholders (method.md §6; §7 for the long-video model)."""
-    conversation = Conversation(list(history or []))
-    if loaded.long_video:
-        video_text = movie_text(subtitles_per_frame or [[] for _ in range(frames)])
-    else:
-        video_text = IMAGE_TOKEN + "\n"
-    return tokenize_prompt(loaded.tokenizer, conversation.prompt(question, video_text))
-
-
 AUTO_MODEL = "auto"
 SHORT_MODEL, LONG_MODEL = "vid-7b", "long-7b"
 SHORT_CONTEXT = 4096
@@ -419,42 +422,21 @@ def choose_model(sources: list[Path], sampling: Sampling, max_new_tokens: int) -
     return LONG_MODEL, f"{frames} frames need about {need} tokens, more than the short model's {SHORT_CONTEXT}"
 
 
-def text_tokens(loaded: Loaded, question: str, history: list[tuple[str, str]] | None = None) -> int:
-    """Prompt tokens that are not video: template, history, question (and the movie wrapper)."""
-    return sum(1 for i in build_prompt(loaded, question, 0, history) if i != IMAGE_PLACEHOLDER)
-
-
-def frame_budget(loaded: Loaded, question: str, history: list[tuple[str, str]] | None, max_new_tokens: int) -> int:
-    """Most frames that fit in the context beside the text and a full-length answer."""
-    room = loaded.config.context_length - text_tokens(loaded, question, history) - max_new_tokens
-    return max(0, room // loaded.config.tokens_per_frame())
-
-
-def context_error(loaded: Loaded, frames: int, question: str, history, max_new_tokens: int) -> ContextLengthError:
-    per_frame = loaded.config.tokens_per_frame()
-    text = text_tokens(loaded, question, history)
-    need = text + frames * per_frame + max_new_tokens
-    budget = frame_budget(loaded, question, history, max_new_tokens)
-    ways = f"sample at most {budget} frames (--fps, --max-frames N, or --fit to do it for you), pick a --start/--end range"
-    if not loaded.long_video:
-        ways += ", or use the long-video model (--model long-7b)"
-    return ContextLengthError(
-        f"{frames} frames × {per_frame} tokens + {text} text + {max_new_tokens} for the answer = {need} tokens, "
-        f"but {loaded.name} holds {loaded.config.context_length}; {ways}"
-    )
-
-
 def expected_frames(path: Path, sampling: Sampling) -> int:
-    """Frames the sampling will choose, from the container's metadata (before any decoding)."""
-    info = video.probe(path)
-    if info.is_image:
-        return 1
-    stride = video.frame_stride(info.fps, sampling.fps)
-    total = info.frame_count or round(info.duration * info.fps)
-    first = round((sampling.start or 0.0) * info.fps)
-    last = total if sampling.end is None else min(total, round(sampling.end * info.fps))
-    count = max(0, -(-(last - first) // stride))
-    return min(count, sampling.max_frames) if sampling.max_frames else count
+    """Frames the sampling will choose (an image: 1), from the container's metadata before any
+    decoding: `video.count_frames`, which plans what `video.iter_frames` then yields."""
+    return video.count_frames(video.probe(path), sampling)
+
+
+def check_sampling(path: Path, sampling: Sampling) -> int | None:
+    """The frames a video's sampling chooses, or a one-line error before anything loads: a
+    --start past the end, or a range with no frame in it (None for a .vidtok)."""
+    if is_vidtok(path):
+        return None
+    frames = expected_frames(path, sampling)
+    if frames == 0 and video.probe(path).frame_count:
+        raise VideoError(f"{path}: {NO_FRAMES}")
+    return frames
 
 
 def answer(
@@ -478,7 +460,7 @@ def answer(
     prompt_ids = build_prompt(loaded, question, tokens.num_frames, history, per_frame)
     used = sum(1 for i in prompt_ids if i != IMAGE_PLACEHOLDER) + visual.shape[0]
     if used + generation.max_new_tokens > loaded.config.context_length:
-        raise context_error(loaded, tokens.num_frames, question, history, generation.max_new_tokens)
+        raise context_error(loaded, tokens.num_frames, question, history, generation.max_new_tokens, prepared.cues)
     encoded_at = time.perf_counter()
     first: list[float] = []
 
@@ -525,6 +507,7 @@ def ask(
     generation: GenerationSettings | None = None,
     on_text: Callable[[str], None] | None = None,
     on_note: Callable[[str], None] | None = None,
+    progress: FrameProgress | None = None,
 ) -> Answer:
     """One question about a video, image or .vidtok, from file to answer.
 
@@ -533,27 +516,16 @@ def ask(
     if not question.strip():
         raise UsageError("the question is empty")
     path = Path(path)
-    sampling = sampling or Sampling()
+    subs = subs or SubtitleRequest()
     generation = generation or GenerationSettings()
     started = time.perf_counter()
-    budget = frame_budget(loaded, question, history, generation.max_new_tokens)
-    if budget == 0:
-        raise context_error(loaded, 0, question, history, generation.max_new_tokens)
-    notes: list[str] = []
-    if not is_vidtok(path):
-        expected = expected_frames(path, sampling)
-        if expected > budget:
-            if not fit:
-                raise context_error(loaded, expected, question, history, generation.max_new_tokens)
-            sampling = replace(sampling, max_frames=budget)
-            notes.append(f"sampling {budget} of {expected} frames so the video fits the context (--fit)")
-    prepared = prepare(loaded, path, sampling, question=question, use_cache=use_cache, subs=subs)
-    if prepared.num_frames > budget:
-        if not fit:
-            raise context_error(loaded, prepared.num_frames, question, history, generation.max_new_tokens)
-        notes.append(f"using {budget} of {prepared.num_frames} frames so the video fits the context (--fit)")
-        prepared = prepared.subset(video.even_subset(prepared.num_frames, budget))
-    prepared.notes[:0] = notes
+    sampling, notes = fit_source(loaded, path, sampling, question=question, history=history,
+                                 max_new_tokens=generation.max_new_tokens, fit=fit, subs=subs)
+    prepared = prepare(loaded, path, sampling, question=question, use_cache=use_cache, subs=subs, progress=progress)
+    prepared, note = context.trim(
+        loaded, prepared, question=question, history=history, max_new_tokens=generation.max_new_tokens, allow=fit
+    )
+    prepared.notes[:0] = notes + ([note] if note else [])
     for note in prepared.notes:
         if on_note:
             on_note(note)
@@ -566,3 +538,23 @@ def ask(
     result.timings["total_s"] = round(time.perf_counter() - started, 4)
     result.notes = prepared.notes
     return result
+
+
+def fit_source(
+    loaded: Loaded, path: Path, sampling: Sampling | None, *, question: str | None,
+    history: list[tuple[str, str]] | None, max_new_tokens: int, fit: bool, subs: SubtitleRequest | None = None,
+) -> tuple[Sampling, list[str]]:
+    """The sampling `ask` and `chat` decode a source with, decided before any decoding: the
+    frames it would choose, plus the text and a --subtitles file's cues, against the context
+    (`context.fit`; question None: chat's, not known yet). Returns it with the notes to show."""
+    sampling = sampling or Sampling()
+    path = Path(path)
+    if is_vidtok(path):
+        return sampling, []  # its frames are known once it is read (`context.trim`)
+    frames = check_sampling(path, sampling)
+    cues = subtitles.read_subtitles(subs.file) if subs and subs.file and loaded.long_video else []
+    sampling, note = context.fit(
+        loaded, frames, sampling, question=question, history=history, max_new_tokens=max_new_tokens,
+        allow=fit, cues=cues,
+    )
+    return sampling, [note] if note else []

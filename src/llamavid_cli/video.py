@@ -20,7 +20,7 @@ Which frames (the rule the released models were trained with):
   index / average_fps and the file is never seeked; the first frames are decoded once, up
   front, to tell (`_Source.clock`).
 
-Options:
+Options (a `Sampling`, validated when it is made; `count_frames` predicts the result):
   start / end      keep slots whose frames lie in [start, end) seconds; decoding seeks to
                    `start` instead of reading the file up to it.
   max_frames       when more slots would be chosen, keep an evenly spaced subset of them:
@@ -110,6 +110,42 @@ class Frame:
     index: int
     time: float
     image: np.ndarray  # uint8 [H, W, 3], display orientation
+
+
+@dataclass(frozen=True)
+class Sampling:
+    """Which frames to take: method.md §4 by default (1 fps, whole stream, no cap).
+
+    Validated when made, so a bad value from a flag or from config.toml fails in one place,
+    before any work, with the flag's name."""
+
+    fps: float = 1.0
+    max_frames: int | None = None
+    start: float | None = None  # seconds
+    end: float | None = None
+
+    def __post_init__(self) -> None:
+        fps, start, end = self.fps, self.start, self.end
+        if not (_is_number(fps) and math.isfinite(fps) and fps > 0):
+            raise UsageError(f"--fps must be a number greater than 0, got {_shown(fps)}")
+        if self.max_frames is not None and not (_is_whole(self.max_frames) and self.max_frames >= 1):
+            raise UsageError(f"--max-frames must be a whole number of at least 1, got {_shown(self.max_frames)}")
+        if start is not None and not (_is_number(start) and math.isfinite(start) and start >= 0):
+            raise UsageError(f"--start must be a time of 0 s or later, got {_shown(start)}")
+        if end is not None and not (_is_number(end) and math.isfinite(end)):
+            raise UsageError(f"--end must be a time in seconds, got {_shown(end)}")
+        if end is not None and end <= (start or 0.0):
+            if start is None:
+                raise UsageError(f"--end ({end:g} s) must be later than the start of the video")
+            raise UsageError(f"--start ({start:g} s) must be before --end ({end:g} s)")
+        # one spelling per value, so equal samplings give equal cache keys (1 and 1.0)
+        object.__setattr__(self, "fps", float(fps))
+        for name in ("start", "end"):
+            if getattr(self, name) is not None:
+                object.__setattr__(self, name, float(getattr(self, name)))
+
+    def as_dict(self) -> dict:
+        return {"fps": self.fps, "max_frames": self.max_frames, "start": self.start, "end": self.end}
 
 
 def frame_stride(average_fps: float, fps: float = 1.0) -> int:
@@ -213,32 +249,44 @@ def _probe(path: Path, size: int, mtime_ns: int) -> VideoInfo:
 
 def iter_frames(
     path: str | Path,
+    sampling: Sampling | None = None,
     *,
-    fps: float = 1.0,
-    max_frames: int | None = None,
-    start: float | None = None,
-    end: float | None = None,
     size: int | None = None,
     seek: bool | None = None,
     on_warning: WarningHook | None = None,
 ) -> Iterator[Frame]:
     """Yield the chosen frames of a video in order (see the module docstring for the rule).
 
-    fps: target sampling rate (any positive number; 1.0 for every released model).
+    sampling: fps, time range and cap (default: 1 fps over the whole stream, as every
+        released model); `count_frames` says beforehand how many frames this yields.
     size: when given, each image is resized in FFmpeg so its shorter side is `size` and
         centre-cropped to size×size (`FrameScaler`); otherwise the full frame is returned.
     on_warning: called once, at the end, with one line if packets or frames were lost.
     """
-    _check_options(fps, max_frames, start, end, size)
+    sampling = sampling or Sampling()
+    _check_options(sampling, size)
     path = _check_path(path)
     if is_image(path):
         image = load_image(path)
-        if (start or 0.0) <= 0.0:
+        if (sampling.start or 0.0) <= 0.0:
             yield Frame(0, 0.0, resize_and_crop(image, size) if size else image)
         return
 
     with _Source(path) as src:
-        yield from _stream_frames(src, fps, max_frames, start, end, size, seek, on_warning)
+        yield from _stream_frames(src, sampling, size, seek, on_warning)
+
+
+def count_frames(info: VideoInfo, sampling: Sampling | None = None) -> int:
+    """How many frames `iter_frames` yields, from the container's metadata (nothing decoded).
+
+    The slot plan is the one `iter_frames` fills, so the two agree wherever the stream's
+    frame count and rate are what the container says (constant frame rate, undamaged file).
+    A --start past the end is refused here, before any decoding or model loading."""
+    sampling = sampling or Sampling()
+    if info.is_image:
+        return 1 if (sampling.start or 0.0) <= 0.0 else 0
+    _check_range(info.path, info.duration, sampling)
+    return _plan(info.fps, info.frame_count, sampling).count
 
 
 class FrameScaler:
@@ -499,10 +547,11 @@ def _decoded(src: _Source, damage: _Damage) -> Iterator[av.VideoFrame]:
 class _Slots:
     """The slots (k ↔ frame k·stride) to fill, in order, possibly an explicit subset."""
 
-    def __init__(self, stride: int, first: int, wanted: list[int] | None):
+    def __init__(self, stride: int, first: int, wanted: list[int] | None, count: int):
         self.stride = stride
         self.first = first
         self.wanted = wanted  # sorted slot numbers, or None for every slot ≥ first
+        self.count = count  # slots a stream of the announced length fills
 
     def initial(self) -> int | None:
         if self.wanted is None:
@@ -518,37 +567,34 @@ class _Slots:
         return self.wanted[i] if i < len(self.wanted) else None
 
 
-def _plan(src: _Source, stride: int, max_frames: int | None, start: float | None, end: float | None) -> _Slots:
+def _plan(fps: float, frame_count: int, sampling: Sampling) -> _Slots:
+    """The slots to fill for a stream of `frame_count` frames at `fps` (0: count unknown)."""
+    stride = frame_stride(fps, sampling.fps)
     # Index range [lo, hi) covered by [start, end) on the nominal clock index = time · fps.
-    lo = max(0, math.ceil((start or 0.0) * src.fps - 1e-6))
+    lo = max(0, math.ceil((sampling.start or 0.0) * fps - 1e-6))
+    hi = frame_count
+    if sampling.end is not None:
+        stop = math.ceil(sampling.end * fps - 1e-6)
+        hi = min(hi, stop) if hi else stop
     first = -(-lo // stride)  # ceil(lo / stride)
-    if max_frames is None:
-        return _Slots(stride, first, None)
-    hi = src.frame_count
-    if end is not None:
-        hi = min(hi, math.ceil(end * src.fps - 1e-6)) if hi else math.ceil(end * src.fps - 1e-6)
-    n = max(0, -(-hi // stride) - first)
-    if n <= max_frames:
-        return _Slots(stride, first, None)
-    return _Slots(stride, first, [first + p for p in even_subset(n, max_frames)])
+    n = max(0, -(-hi // stride) - first)  # slots first … ceil(hi / stride) − 1
+    if sampling.max_frames is None or n <= sampling.max_frames:
+        return _Slots(stride, first, None, n)
+    return _Slots(stride, first, [first + p for p in even_subset(n, sampling.max_frames)], sampling.max_frames)
+
+
+def _check_range(path: Path, duration: float, sampling: Sampling) -> None:
+    if sampling.start is not None and duration > 0 and sampling.start >= duration:
+        raise UsageError(f"--start {sampling.start:g} s is past the end of {Path(path).name} ({duration:.1f} s)")
 
 
 def _stream_frames(
-    src: _Source,
-    fps: float,
-    max_frames: int | None,
-    start: float | None,
-    end: float | None,
-    size: int | None,
-    seek: bool | None,
-    on_warning: WarningHook | None,
+    src: _Source, sampling: Sampling, size: int | None, seek: bool | None, on_warning: WarningHook | None
 ) -> Iterator[Frame]:
-    if start is not None and src.duration > 0 and start >= src.duration:
-        raise UsageError(
-            f"start {start:g} s is past the end of {src.path} ({src.duration:.1f} s); pick an earlier start"
-        )
-    stride = frame_stride(src.fps, fps)
-    slots = _plan(src, stride, max_frames, start, end)
+    _check_range(src.path, src.duration, sampling)
+    start, end = sampling.start, sampling.end
+    slots = _plan(src.fps, src.frame_count, sampling)
+    stride = slots.stride
     target = slots.initial()  # the slot to fill next (None: done)
     pts_usable, constant = src.clock()
     if not pts_usable:
@@ -728,17 +774,9 @@ def _check_path(path: str | Path) -> Path:
     return path
 
 
-def _check_options(
-    fps: float, max_frames: int | None, start: float | None, end: float | None, size: int | None
-) -> None:
-    if not (_is_number(fps) and math.isfinite(fps) and fps > 0):
-        raise UsageError(f"fps must be a positive number, got {fps!r}")
-    if max_frames is not None and not (_is_whole(max_frames) and max_frames >= 1):
-        raise UsageError(f"max_frames must be a whole number of at least 1, got {max_frames!r}")
-    if start is not None and not (_is_number(start) and math.isfinite(start) and start >= 0):
-        raise UsageError(f"start must be a number of seconds ≥ 0, got {start!r}")
-    if end is not None and not (_is_number(end) and math.isfinite(end) and end > (start or 0.0)):
-        raise UsageError(f"end must be a time later than start ({start or 0:g} s), got {end!r}")
+def _check_options(sampling: Sampling, size: int | None) -> None:
+    if not isinstance(sampling, Sampling):
+        raise TypeError(f"sampling must be a video.Sampling, not {type(sampling).__name__}")
     if size is not None and not (_is_whole(size) and size >= 1):
         raise UsageError(f"size must be a whole number of pixels ≥ 1, got {size!r}")
 
@@ -749,6 +787,10 @@ def _is_number(value: object) -> bool:
 
 def _is_whole(value: object) -> bool:
     return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def _shown(value: object) -> str:
+    return f"{value:g}" if _is_number(value) else repr(value)
 
 
 def _unreadable_message(path: Path) -> str:

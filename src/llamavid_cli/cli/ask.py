@@ -72,16 +72,19 @@ def ask(
     existing_file(source)
     turns = read_history(history)
     sampling = pipeline.Sampling(fps, max_frames, o.parse_time(start, "--start"), o.parse_time(end, "--end"))
+    subs = pipeline.SubtitleRequest(subtitles, transcribe, whisper_model)
     if subtitles:
         read_subtitles(subtitles, on_warning=out.warn)  # a malformed file fails now, not after the model loads
     model = pick_model(out, model, [source], sampling, max_new_tokens)
     pipeline.check_source(source, identify(model))
+    pipeline.check_sampling(source, sampling)
+    pipeline.check_transcribe(model, long_video, subs)
     loaded = load(out, model, device, dtype, quantize, eva_weights, long_video)
     result = pipeline.ask(
-        loaded, source, question, history=turns, sampling=sampling, use_cache=not no_cache, fit=fit,
-        subs=pipeline.SubtitleRequest(subtitles, transcribe, whisper_model),
+        loaded, source, question, history=turns, sampling=sampling, use_cache=not no_cache, fit=fit, subs=subs,
         generation=pipeline.GenerationSettings(temperature, top_p, max_new_tokens, seed),
         on_text=None if json_out else out.stream, on_note=out.warn,
+        progress=lambda total: out.frames(source.name, total),
     )
     if json_out:
         out.json({**result.as_dict(), **describe(loaded)})

@@ -9,8 +9,8 @@ from typing import Annotated
 
 import typer
 
-from .. import pipeline, settings, video
-from ..chat import ChatSession
+from .. import pipeline, settings
+from ..chat import ChatSession, open_source
 from ..errors import ContextLengthError
 from ..loader import identify
 from ..speech import DEFAULT_WHISPER
@@ -19,9 +19,6 @@ from . import options as o
 from .app import app
 from .common import existing_file, load, pick_model
 from .output import Output
-
-# room kept for the questions of a chat when --fit chooses how many frames to keep
-CHAT_QUESTION_ALLOWANCE = "x " * 48
 
 HELP = """Commands:
   /reset        forget the conversation (the video stays loaded)
@@ -103,22 +100,18 @@ def chat(
     out = Output()
     existing_file(source)
     sampling = pipeline.Sampling(fps, max_frames, o.parse_time(start, "--start"), o.parse_time(end, "--end"))
+    subs = pipeline.SubtitleRequest(subtitles, transcribe, whisper_model)
     if subtitles:
         read_subtitles(subtitles, on_warning=out.warn)  # a malformed file fails now, not after the model loads
     model = pick_model(out, model, [source], sampling, max_new_tokens)
     pipeline.check_source(source, identify(model))
+    pipeline.check_sampling(source, sampling)
+    pipeline.check_transcribe(model, long_video, subs)
     loaded = load(out, model, device, dtype, quantize, eva_weights, long_video)
-    with out.status(f"Reading {source.name}…"):
-        prepared = pipeline.prepare(
-            loaded, source, sampling, use_cache=not no_cache,
-            subs=pipeline.SubtitleRequest(subtitles, transcribe, whisper_model),
-        )
-    budget = pipeline.frame_budget(loaded, CHAT_QUESTION_ALLOWANCE, None, max_new_tokens)
-    if prepared.num_frames > budget:
-        if not fit:
-            raise pipeline.context_error(loaded, prepared.num_frames, "", None, max_new_tokens)
-        out.warn(f"using {budget} of {prepared.num_frames} frames so the video fits the context (--fit)")
-        prepared = prepared.subset(video.even_subset(prepared.num_frames, budget))
+    prepared = open_source(
+        loaded, source, sampling, max_new_tokens=max_new_tokens, fit=fit, use_cache=not no_cache, subs=subs,
+        progress=lambda total: out.frames(source.name, total),
+    )
     for note in prepared.notes:
         out.warn(note)
     session = ChatSession(

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -99,22 +98,7 @@ def encode(
 
 
 def _encode_one(out: Output, loaded, source: Path, target: Path, prompt: str, sampling, keep: bool, subs) -> dict:
-    expected = None
-    if not video.is_image(source):
-        info = video.probe(source)
-        span = (sampling.end or info.duration or 0) - (sampling.start or 0)
-        expected = max(1, int(span * min(sampling.fps, info.fps or sampling.fps))) if span > 0 else None
-        if sampling.max_frames and expected:
-            expected = min(expected, sampling.max_frames)
-    started = time.perf_counter()
-    with out.progress() as bar:
-        task = bar.add_task(source.name, total=expected, rate="")
-
-        def advance(n: int) -> None:
-            done = bar.tasks[0].completed + n
-            rate = done / max(time.perf_counter() - started, 1e-9)
-            bar.update(task, advance=n, rate=f"{rate:.1f} frames/s")
-
+    with out.frames(source.name, pipeline.expected_frames(source, sampling)) as advance:
         encoded = pipeline.encode_source(loaded, source, prompt, sampling, keep_features=keep, on_frames=advance)
     for warning in encoded.warnings:
         out.warn(f"{source}: {warning}")

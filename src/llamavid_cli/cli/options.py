@@ -74,12 +74,19 @@ DEFAULTS = {"model": "auto", "device": "auto", "dtype": "auto", "quantize": "non
 
 
 def parse_time(value: str | None, flag: str) -> float | None:
-    """`75`, `75.5`, `1:15` or `0:01:15` → seconds."""
+    """`75`, `75.5`, `1:15` or `0:01:15` → seconds; minutes and seconds after a colon stay below 60."""
     if value is None:
         return None
-    if not re.fullmatch(r"\d+(\.\d+)?|(\d+:)?\d{1,2}:\d{1,2}(\.\d+)?", value.strip()):
+    text = value.strip()
+    if not re.fullmatch(r"\d+(\.\d+)?|(\d+:)?\d{1,2}:\d{1,2}(\.\d+)?", text):
         raise typer.BadParameter(f"{value!r} is not a time (use seconds, MM:SS or H:MM:SS)", param_hint=flag)
+    parts = text.split(":")
+    if any(float(part) >= 60 for part in parts[1:]):
+        raise typer.BadParameter(
+            f"{value!r} is not a time: minutes and seconds after a colon go up to 59 (use seconds, MM:SS or H:MM:SS)",
+            param_hint=flag,
+        )
     seconds = 0.0
-    for part in value.strip().split(":"):
+    for part in parts:
         seconds = seconds * 60 + float(part)
     return seconds

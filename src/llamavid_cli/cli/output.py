@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 from contextlib import contextmanager
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskProgressColumn, TextColumn, TimeRemainingColumn
@@ -71,6 +72,20 @@ class Output:
             disable=self.json_mode or not self.err.is_terminal,
             transient=False,
         )
+
+    @contextmanager
+    def frames(self, name: str, total: int | None) -> Iterator[Callable[[int], None]]:
+        """`progress()` for frames being decoded and encoded; yields the function that adds n done."""
+        started = time.perf_counter()
+        with self.progress() as bar:
+            task = bar.add_task(name, total=total or None, rate="")
+
+            def advance(n: int) -> None:
+                done = bar.tasks[0].completed + n
+                rate = done / max(time.perf_counter() - started, 1e-9)
+                bar.update(task, advance=n, rate=f"{rate:.1f} frames/s")
+
+            yield advance
 
 
 def _escape(text: str) -> str:
