@@ -125,6 +125,9 @@ _ASS_BLOCK = re.compile(r"\{[^}]*\}")  # in ASS itself any {...} is an override 
 
 def read_subtitles(path: str | Path) -> list[Cue]:
     """Cues from a SubRip or WebVTT file, told apart by the WEBVTT header, not the name."""
+    from .paths import regular_file
+
+    regular_file(path, SubtitleError, "a .srt or .vtt file", allow_empty=True)  # a FIFO would block the read
     path, text = _read_text(path)
     if _is_webvtt(text):
         return _parse_vtt(path, text)
