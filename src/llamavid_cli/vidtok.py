@@ -116,6 +116,7 @@ def read(path: Path, tensors: bool = True) -> Vidtok:
             keys = set(f.keys())
             if meta.get("format") != FORMAT:
                 raise VidtokError(f"{path} is a safetensors file but not a .vidtok (no llamavid metadata)")
+            layout = {k: (tuple(f.get_slice(k).get_shape()), f.get_slice(k).get_dtype()) for k in keys}
             data = {k: (f.get_tensor(k) if tensors or k == "timestamps" else f.get_slice(k)) for k in keys}
     except (SafetensorError, OSError, ValueError) as exc:
         why = paths.reason(exc)
@@ -132,7 +133,7 @@ def read(path: Path, tensors: bool = True) -> Vidtok:
             "upgrade llamavid"
         )
     fields = _check_metadata(path, meta)
-    _check_tensors(path, data, tensors)
+    _check_tensors(path, layout, data, tensors)
     return Vidtok(
         context=data["context"], content=data["content"], timestamps=data["timestamps"], features=data.get("features"),
         **fields,
@@ -145,23 +146,20 @@ def _damaged(path: Path, why: str) -> VidtokError:
 
 _TENSORS = {"context": 2, "content": 3, "timestamps": 1, "features": 3}  # name → number of dimensions
 _FLOATS = {"F16", "BF16", "F32", "F64"}
-_TORCH_NAMES = {torch.float16: "F16", torch.bfloat16: "BF16", torch.float32: "F32", torch.float64: "F64"}
 
 
-def _check_tensors(path: Path, data: dict, loaded: bool) -> None:
-    """Names, ranks, dtypes, frame counts and widths agree; timestamps ascend; values are finite."""
-    missing = {"context", "content", "timestamps"} - data.keys()
+def _check_tensors(path: Path, layout: dict[str, tuple[tuple, str]], data: dict, loaded: bool) -> None:
+    """Names, ranks, dtypes (safetensors' names), frame counts and widths agree; timestamps
+    ascend; token values are finite (when `loaded`)."""
+    missing = {"context", "content", "timestamps"} - layout.keys()
     if missing:
         raise _damaged(path, f"no {', '.join(sorted(missing))} tensor")
-    unknown = data.keys() - _TENSORS.keys()
+    unknown = layout.keys() - _TENSORS.keys()
     if unknown:
         raise _damaged(path, f"unexpected tensor {sorted(unknown)[0]!r}")
-    shape, dtype = {}, {}
-    for name, value in data.items():
-        if isinstance(value, torch.Tensor):
-            shape[name], dtype[name] = tuple(value.shape), _TORCH_NAMES.get(value.dtype, str(value.dtype))
-        else:
-            shape[name], dtype[name] = tuple(value.get_shape()), value.get_dtype()
+    shape = {name: dims for name, (dims, _) in layout.items()}
+    dtype = {name: kind for name, (_, kind) in layout.items()}
+    for name in layout:
         if len(shape[name]) != _TENSORS[name]:
             raise _damaged(path, f"{name} has {len(shape[name])} dimensions, not {_TENSORS[name]}")
         if dtype[name] not in _FLOATS:
@@ -171,7 +169,7 @@ def _check_tensors(path: Path, data: dict, loaded: bool) -> None:
     frames = shape["context"][0]
     if frames == 0:
         raise _damaged(path, "no frames")
-    for name in data:
+    for name in layout:
         if shape[name][0] != frames:
             raise _damaged(path, f"{shape[name][0]} frames of {name} but {frames} of context")
     if shape["content"][2] != shape["context"][1]:
@@ -212,7 +210,7 @@ def _check_metadata(path: Path, meta: dict[str, str]) -> dict[str, Any]:
         except json.JSONDecodeError:
             raise _damaged(path, f"metadata {key} is not JSON") from None
         if not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds):
-            raise _damaged(path, f"metadata {key} is a {type(value).__name__}")
+            raise _damaged(path, f"metadata {key} has the wrong type ({type(value).__name__})")
         return value
 
     def fields(key: str, value: dict, types: dict, strict: bool) -> None:
@@ -221,7 +219,7 @@ def _check_metadata(path: Path, meta: dict[str, str]) -> dict[str, Any]:
             raise _damaged(path, f"{key} field {sorted(extra)[0]!r} is not ours")
         for name, kinds in types.items():
             if name in value and (not isinstance(value[name], kinds) or isinstance(value[name], bool)):
-                raise _damaged(path, f"{key} field {name!r} is a {type(value[name]).__name__}")
+                raise _damaged(path, f"{key} field {name!r} has the wrong type ({type(value[name]).__name__})")
 
     features_cls = decoded("features_cls", "true", (bool,))
     long_video = decoded("long_video", "null", (bool, type(None)))
