@@ -122,6 +122,8 @@ def write_summary(target: Path, source: Path, result: pipeline.Answer, fmt: str)
     """Atomically; a failure is one line naming the file (the batch goes on)."""
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        raise LlamaVidError(f"cannot write {target} (a file is in the way of its folder)") from None
     except OSError as exc:
         raise LlamaVidError(f"cannot write {target} ({reason(exc)})") from None
     return write_text(target, render(source, result, fmt) + "\n")
