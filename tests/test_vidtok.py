@@ -171,3 +171,20 @@ def test_encode_refuses_two_videos_that_would_write_one_file(tmp_path, tiny_vide
     result = run("encode", tmp_path / "talk.mp4", tmp_path / "talk.mkv", "--model", tiny_video_ckpt, *CPU)
     assert_one_line_error(result, "would both be written to", "talk.vidtok")
     assert not (tmp_path / "talk.vidtok").exists()
+
+
+def test_a_tower_that_yields_infinity_stops_encode_with_one_line_and_no_file(clip, tmp_path):
+    """A real checkpoint whose patch embedding overflows (as a float16 kernel can): the check
+    after the tower names the video and the frames, and nothing is written."""
+    import checkpoint_factory as factory
+
+    ckpt = factory.write_checkpoint(tmp_path / "overflowing", kind="video")
+    shard = sorted(ckpt.glob("pytorch_model-*.bin"))[-1]
+    state = torch.load(shard, weights_only=True)
+    key = next(k for k in state if k.startswith("model.vision_tower.") and "patch_embed" in k and k.endswith("weight"))
+    state[key] = torch.full_like(state[key], float("inf"))
+    torch.save(state, shard)
+    target = tmp_path / "out.vidtok"
+    result = run("encode", clip, "-o", target, "--model", ckpt, *CPU)
+    assert_one_line_error(result, str(clip), "vision tower produced NaN or infinite values", "--dtype float32")
+    assert not target.exists() and [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
