@@ -104,3 +104,24 @@ def test_summarize_reports_a_summary_it_cannot_write_and_goes_on(tiny_video_ckpt
     assert f"cannot write {out / 'day1' / 'clip.mp4.txt'} (a file is in the way of its folder)" in result.stderr
     assert "Traceback" not in result.stderr and "1 of 2 summarised" in result.stderr
     assert (out / "day2" / "clip.mp4.txt").read_text().strip()
+
+
+def test_ctrl_c_in_the_middle_of_a_write_leaves_the_old_file_and_no_temp(tmp_path):
+    from llamavid_cli import paths
+
+    target = tmp_path / "summary.txt"
+    target.write_text("the previous run's summary\n")
+    with pytest.raises(KeyboardInterrupt):
+        with paths.replacing(target) as tmp:
+            tmp.write_text("half a sum")
+            raise KeyboardInterrupt  # what Ctrl-C raises in the writing thread
+    assert target.read_text() == "the previous run's summary\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["summary.txt"]
+
+
+def test_written_files_get_the_users_usual_permissions_not_the_temp_files(clip, tiny_video_ckpt, tmp_path):
+    target = tmp_path / "clip.vidtok"
+    assert run("encode", clip, "-o", target, "--model", tiny_video_ckpt, *CPU).exit_code == 0
+    mask = os.umask(0)
+    os.umask(mask)
+    assert target.stat().st_mode & 0o777 == 0o666 & ~mask

@@ -100,12 +100,12 @@ def replacing(path: str | Path, error: type[LlamaVidError] = LlamaVidError, fail
     except OSError as exc:
         raise error(f"cannot write {path} ({reason(exc)})") from None
     tmp = Path(name)
+    os.close(fd)
     try:
+        yield tmp
         mask = os.umask(0)
         os.umask(mask)
-        os.fchmod(fd, 0o666 & ~mask)  # mkstemp makes 0600; the result should be like any file the user writes
-        os.close(fd)
-        yield tmp
+        os.chmod(tmp, 0o666 & ~mask)  # mkstemp makes 0600; the result should be like any file the user writes
         os.replace(tmp, path)
     except (OSError, *failures) as exc:
         tmp.unlink(missing_ok=True)

@@ -346,7 +346,7 @@ def _prepare(
     sampling = sampling or Sampling()
     if is_vidtok(path):
         stored = vidtok.read(path)
-        vidtok.check_model(stored, path, loaded.name, loaded.fingerprint, loaded.long_video)
+        vidtok.check_model(stored, path, loaded.name, loaded.fingerprint, loaded.long_video, loaded.config.long_video)
         prepared = from_vidtok(stored)
         if stored.features is None:
             prepared.notes.append(

@@ -245,21 +245,26 @@ def mode_name(long_video: bool) -> str:
     return "long-video" if long_video else "short-video"
 
 
-def check_model(vidtok: Vidtok, path: Path, model: str, fingerprint: str, long_video: bool | None = None) -> None:
+def check_model(
+    vidtok: Vidtok, path: Path, model: str, fingerprint: str, long_video: bool | None = None,
+    model_long_video: bool | None = None,
+) -> None:
     """Tokens only mean something to the model, and the mode (method.md §7), that made them.
 
-    Features are recomputed into tokens for any mode; a file of tokens alone is refused in the
-    other mode. A file without a recorded mode (written before it was recorded) is taken to be
-    in the model's own mode."""
+    `long_video` is this run's mode, `model_long_video` the checkpoint's own. Features are
+    recomputed into tokens for any mode; a file of tokens alone is refused in the other mode.
+    A file without a recorded mode (written before it was recorded) is taken to be in the
+    checkpoint's own mode."""
     if vidtok.fingerprint != fingerprint:
         raise VidtokError(
             f"{path} was encoded with {vidtok.model} (weights {vidtok.fingerprint}), not with the model in use "
             f"({model}, weights {fingerprint}); pass --model {vidtok.model} or encode the video again"
         )
-    if long_video is None or vidtok.long_video is None or vidtok.long_video == long_video or vidtok.features is not None:
+    made_in = model_long_video if vidtok.long_video is None else vidtok.long_video
+    if long_video is None or made_in is None or made_in == long_video or vidtok.features is not None:
         return
-    flag = "--long-video" if vidtok.long_video else "--short-video"
+    flag = "--long-video" if made_in else "--short-video"
     raise VidtokError(
-        f"{path} holds {mode_name(vidtok.long_video)} tokens and no features, but this run is in "
+        f"{path} holds {mode_name(made_in)} tokens and no features, but this run is in "
         f"{mode_name(long_video)} mode; pass {flag}, or encode the video again with --keep-features"
     )
