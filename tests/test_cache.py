@@ -81,3 +81,56 @@ def test_a_damaged_entry_is_dropped_not_trusted(loaded, clip):
     entry.write_bytes(entry.read_bytes()[:100])
     _, calls = ask(loaded, clip)
     assert calls > 0  # re-encoded
+
+
+def orphan(name, age_s, size=1000):
+    """A temp file as a killed writer leaves it (paths.replacing's naming), last written `age_s` ago."""
+    path = cache.cache_dir() / f".{name}.vidtok.abc123.tmp"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(b"\0" * size)
+    os.utime(path, (path.stat().st_mtime - age_s,) * 2)
+    return path
+
+
+def test_cache_list_shows_one_row_per_entry_in_the_limits_units(loaded, clip, monkeypatch):
+    ask(loaded, clip)
+    monkeypatch.setenv("LLAMAVID_CACHE_SIZE", "512M")
+    listed = CliRunner().invoke(app, ["cache", "list"])
+    assert listed.exit_code == 0, listed.stderr
+    rows = [line for line in listed.stdout.splitlines() if "clip.mp4" in line]
+    size = cache.format_size(cache.entries()[0].size)
+    assert len(rows) == 1 and "llama-vid-tiny-video" in rows[0] and size in rows[0], listed.stdout
+    assert str(loaded.name) not in listed.stdout  # the folder's name, not its whole path
+    assert f"1 entry, {size} of 512.0M in " in listed.stdout
+    assert cache.format_size(512) == "512" and cache.format_size(3 * 1024**2 // 2) == "1.5M"
+    assert cache.format_size(20 * 1024**3) == "20.0G" and cache.size_limit() == 512 * 1024**2
+
+
+def test_a_bad_cache_size_is_refused_before_any_work(clip, tmp_path, monkeypatch):
+    monkeypatch.setenv("LLAMAVID_CACHE_SIZE", "lots")
+    for args in (["ask", clip, "Who?"], ["summarize", clip], ["cache", "list"]):
+        result = CliRunner().invoke(app, [*map(str, args), *(["--model", str(tmp_path / "none")] if args[0] != "cache" else [])])
+        assert result.exit_code == 2 and result.stdout == "", result.stdout
+        assert result.stderr.startswith("Error: LLAMAVID_CACHE_SIZE='lots' is not a size"), result.stderr
+    assert CliRunner().invoke(app, ["ask", str(clip), "Who?", "--no-cache", "--model", str(tmp_path / "none")]).stderr.count("CACHE_SIZE") == 0
+
+
+def test_unfinished_writes_are_counted_listed_and_cleared(loaded, clip):
+    ask(loaded, clip)
+    left = orphan("dead", age_s=3600)
+    data = json.loads(CliRunner().invoke(app, ["cache", "list", "--json"]).stdout)
+    assert data["temp_files"] == [{"file": str(left), "bytes": 1000, "orphan": True}]
+    assert data["bytes"] == cache.entries()[0].size + 1000
+    text = CliRunner().invoke(app, ["cache", "list"]).stdout
+    assert "1 unfinished write (1000)" in text
+    cleared = CliRunner().invoke(app, ["cache", "clear"])
+    assert cleared.stderr.strip() == "Removed 1 cached encode and 1 unfinished write."
+    assert list(cache.cache_dir().iterdir()) == []
+
+
+def test_eviction_removes_dead_writers_files_but_not_a_live_one(loaded, clip, monkeypatch):
+    dead = orphan("dead", age_s=cache.ORPHAN_AGE + 60)
+    live = orphan("live", age_s=5)
+    ask(loaded, clip)  # stores an entry, then evicts
+    assert not dead.exists() and live.exists()
+    assert len(cache.entries()) == 1

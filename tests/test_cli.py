@@ -287,8 +287,8 @@ def test_summarize_writes_one_file_per_video_and_resumes(tiny_video_ckpt, tmp_pa
             "-t", 0, "--max-new-tokens", 2, *CPU]
     first = run(*args)
     assert first.exit_code == 0, first.stderr
-    assert sorted(p.name for p in out.iterdir()) == ["a.md", "b.md"]
-    assert (out / "a.md").read_text().startswith("# a.mp4\n\n")
+    assert sorted(str(p.relative_to(out)) for p in out.rglob("*.md")) == ["a.mp4.md", "trip/b.mkv.md"]
+    assert (out / "a.mp4.md").read_text().startswith("# a.mp4\n\n")
     second = run(*args, "--skip-existing")
     assert second.exit_code == 0 and "Nothing to summarise." in second.stderr
 
@@ -300,4 +300,4 @@ def test_summarize_takes_globs_and_json_formats(tiny_video_ckpt, tmp_path):
     result = run("summarize", str(tmp_path / "*.mp4"), "--out-dir", out, "--format", "json", "--model", tiny_video_ckpt,
                  "-t", 0, "--max-new-tokens", 2, *CPU)
     assert result.exit_code == 0, result.stderr
-    assert {json.loads((out / f"{n}.json").read_text())["frames"] for n in ("x", "y")} == {1}
+    assert {json.loads((out / f"{n}.mp4.json").read_text())["frames"] for n in ("x", "y")} == {1}

@@ -3,7 +3,13 @@
 Asking a second question about a video skips decoding and the vision tower entirely. Entries
 are plain `.vidtok` files in the user cache folder (`LLAMAVID_CACHE_DIR` or platformdirs'),
 named by a hash of the source's content hash, the model's weight fingerprint and the sampling;
-the least recently used are evicted past a size limit (`LLAMAVID_CACHE_SIZE`, default 20 GB).
+the least recently used are evicted past a size limit (`LLAMAVID_CACHE_SIZE`, default 20G).
+
+Sizes are binary: 1K = 1024 bytes, 1M = 1024K, 1G = 1024M, in the limit and in `cache list`.
+A write that was killed leaves its temp file (`.<name>.<random>.tmp`, paths.py): such files
+count towards the limit, eviction removes those untouched for ORPHAN_AGE seconds (a writer
+that is still running keeps touching its file, so it is never pulled from under it), and
+`cache clear` removes them all.
 """
 
 from __future__ import annotations
@@ -12,14 +18,22 @@ import hashlib
 import json
 import os
 import re
+import stat
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import vidtok
-from .errors import UsageError, VidtokError
+from . import paths, vidtok
+from .errors import LlamaVidError, UsageError, VidtokError
 
 DEFAULT_LIMIT = 20 * 1024**3
 SUFFIX = ".vidtok"
+UNITS = " KMGT"  # LLAMAVID_CACHE_SIZE's units, powers of 1024
+ORPHAN_AGE = 15 * 60  # seconds without a write after which a temp file is a dead writer's
+
+
+class CacheWriteError(LlamaVidError):
+    """The encode cache could not keep an encode; the command that asked still has its answer."""
 
 
 def cache_dir() -> Path:
@@ -36,10 +50,18 @@ def size_limit() -> int:
     raw = os.environ.get("LLAMAVID_CACHE_SIZE", "").strip()
     if not raw:
         return DEFAULT_LIMIT
-    match = re.fullmatch(r"(\d+(?:\.\d+)?)\s*([KMGT]?)B?", raw.upper())
+    match = re.fullmatch(r"(\d+(?:\.\d+)?)\s*([KMGT]?)(?:I?B)?", raw.upper())
     if not match:
-        raise UsageError(f"LLAMAVID_CACHE_SIZE={raw!r} is not a size (e.g. 500M, 20G)")
-    return int(float(match.group(1)) * 1024 ** " KMGT".index(match.group(2) or " "))
+        raise UsageError(f"LLAMAVID_CACHE_SIZE={raw!r} is not a size (bytes, or with K, M, G or T: 500M, 20G)")
+    return int(float(match.group(1)) * 1024 ** UNITS.index(match.group(2) or " "))
+
+
+def format_size(size: int) -> str:
+    """Bytes in LLAMAVID_CACHE_SIZE's units: 512, 3.4K, 12.0M, 20.0G."""
+    power = 0
+    while size >= 1024 ** (power + 1) and power < len(UNITS) - 1:
+        power += 1
+    return str(size) if power == 0 else f"{size / 1024**power:.1f}{UNITS[power]}"
 
 
 def key(source_hash: str, fingerprint: str, sampling: dict) -> str:
@@ -54,23 +76,43 @@ def path_for(entry_key: str) -> Path:
 def lookup(entry_key: str) -> vidtok.Vidtok | None:
     """The cached encode, or None; a damaged entry is dropped rather than trusted."""
     path = path_for(entry_key)
-    if not path.is_file():
+    if not paths.is_regular(path):
         return None
     try:
         stored = vidtok.read(path)
     except VidtokError:
         path.unlink(missing_ok=True)
         return None
-    os.utime(path)  # mark as recently used
+    try:
+        os.utime(path)  # mark as recently used
+    except OSError:
+        pass  # a read-only cache still answers
     return stored
 
 
 def store(entry_key: str, entry: vidtok.Vidtok) -> Path:
+    """Keep an encode; any failure is one CacheWriteError line that names the cache and the reason."""
     folder = cache_dir()
-    folder.mkdir(parents=True, exist_ok=True)
-    path = vidtok.write(path_for(entry_key), entry)
-    evict(size_limit(), keep=path)
+    limit = size_limit()
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        raise _write_error(f"{folder} is a file, not a folder") from None
+    except OSError as exc:
+        raise _write_error(f"cannot create {folder} ({paths.reason(exc)})") from None
+    try:
+        path = vidtok.write(path_for(entry_key), entry)
+    except vidtok.WriteError as exc:
+        raise _write_error(str(exc)) from None
+    evict(limit, keep=path)
     return path
+
+
+def _write_error(detail: str) -> CacheWriteError:
+    return CacheWriteError(
+        f"the encode cache could not keep this encode: {detail}; free space there, set LLAMAVID_CACHE_DIR, "
+        "or pass --no-cache"
+    )
 
 
 def transcript(source_hash: str, model: str) -> Path:
@@ -82,22 +124,52 @@ def transcript(source_hash: str, model: str) -> Path:
 class Entry:
     path: Path
     size: int
-    used: float
+    used: float  # last use (entries) or last write (temp files), seconds since the epoch
 
 
-def entries() -> list[Entry]:
+def _scan(match) -> list[Entry]:
     folder = cache_dir()
     if not folder.is_dir():
         return []
-    found = [Entry(p, p.stat().st_size, p.stat().st_mtime) for p in folder.glob(f"*{SUFFIX}")]
+    found = []
+    for path in folder.iterdir():
+        try:
+            info = path.lstat()
+        except OSError:
+            continue  # removed meanwhile
+        if stat.S_ISREG(info.st_mode) and match(path):
+            found.append(Entry(path, info.st_size, info.st_mtime))
     return sorted(found, key=lambda e: e.used, reverse=True)
 
 
+def entries() -> list[Entry]:
+    """Cached encodes, most recently used first."""
+    return _scan(lambda p: p.name.endswith(SUFFIX) and not paths.is_temp(p))
+
+
+def temp_files() -> list[Entry]:
+    """Temp files of writes in progress, or of writers that were killed (newest first)."""
+    return _scan(paths.is_temp)
+
+
+def is_orphan(entry: Entry, now: float | None = None) -> bool:
+    return (now or time.time()) - entry.used > ORPHAN_AGE
+
+
 def evict(limit: int, keep: Path | None = None) -> list[Path]:
-    """Delete least recently used entries until the cache fits in `limit` bytes."""
+    """Remove dead writers' temp files, then least recently used entries until the cache fits in `limit` bytes.
+
+    A temp file written to within ORPHAN_AGE counts towards the total but is left alone."""
     removed = []
+    temps = temp_files()
+    total = sum(e.size for e in temps)
+    for temp in temps:
+        if is_orphan(temp):
+            temp.path.unlink(missing_ok=True)
+            total -= temp.size
+            removed.append(temp.path)
     current = entries()
-    total = sum(e.size for e in current)
+    total += sum(e.size for e in current)
     for entry in reversed(current):  # oldest first
         if total <= limit:
             break
@@ -109,12 +181,15 @@ def evict(limit: int, keep: Path | None = None) -> list[Path]:
     return removed
 
 
-def clear() -> int:
-    """Delete every cached encode (and kept transcripts); return how many encodes went."""
+def clear() -> tuple[int, int]:
+    """Delete every cached encode, kept transcript and temp file; return (encodes, temp files) removed."""
     count = 0
     for entry in entries():
         entry.path.unlink(missing_ok=True)
         count += 1
+    temps = temp_files()
+    for temp in temps:
+        temp.path.unlink(missing_ok=True)
     for transcript_file in cache_dir().glob("*.cues.json") if cache_dir().is_dir() else []:
         transcript_file.unlink(missing_ok=True)
-    return count
+    return count, len(temps)

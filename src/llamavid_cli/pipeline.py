@@ -93,7 +93,12 @@ class Answer:
 
 
 def is_vidtok(path: Path) -> bool:
-    """A safetensors header that names our format (cheap: reads the header only)."""
+    """A safetensors header that names our format (cheap: reads the header only; never opens a
+    FIFO or device, which could block)."""
+    from .paths import is_regular
+
+    if not is_regular(path):
+        return False
     try:
         with open(path, "rb") as f:
             size = int.from_bytes(f.read(8), "little")
@@ -112,9 +117,15 @@ def check_source(path: Path, model: tuple[str, str] | None = None) -> str:
         if model:
             vidtok.check_model(stored, path, *model)
         return "vidtok"
-    if video.probe(path).is_image:
-        return "image"
-    return "video"
+    from .paths import is_regular
+
+    try:
+        info = video.probe(path)
+    except VideoError:
+        if path.suffix.lower() == ".vidtok" and is_regular(path):
+            vidtok.read_header(path)  # says what is wrong with it as a .vidtok, not as a video
+        raise
+    return "image" if info.is_image else "video"
 
 
 def source_info(path: Path) -> dict:
@@ -175,6 +186,7 @@ def encode_source(
     for batch, times in _pixel_batches(loaded, path, sampling, warnings):
         features = model.vision_features(batch)  # (b, 1+P, V)
         tokens = model.frame_tokens(features, instruction, long_video=loaded.long_video)
+        _check_finite(path, times, features, tokens)
         contexts.append(tokens.context)
         contents.append(tokens.content)
         stamps += times
@@ -198,6 +210,15 @@ def encode_source(
 NO_FRAMES = "no frames in the chosen range; widen --start/--end or raise --fps"
 
 
+def _check_finite(path: Path, times: list[float], features: torch.Tensor, tokens: FrameTokens) -> None:
+    """NaN/Inf from an overflowing kernel would reach the LLM as garbage (or crash sampling): stop here."""
+    if not all(bool(torch.isfinite(t).all()) for t in (features, tokens.context, tokens.content)):
+        raise VideoError(
+            f"{path}: the vision tower produced NaN or infinite values for the frames at {times[0]:.1f}–{times[-1]:.1f} s; "
+            "try --dtype float32 or another --device"
+        )
+
+
 def to_vidtok(
     loaded: Loaded, encoded: Encoded, instruction: str, sampling: Sampling, cues: list[subtitles.Cue] = ()
 ) -> vidtok.Vidtok:
@@ -210,6 +231,7 @@ def to_vidtok(
         prompt=instruction,
         features=encoded.features,
         features_cls=True,
+        long_video=loaded.long_video,
         sampling=sampling.as_dict(),
         source=encoded.source,
         subtitles=[{"start": c.start, "end": c.end, "text": c.text} for c in cues],
@@ -339,7 +361,7 @@ def _prepare(
     sampling = sampling or Sampling()
     if is_vidtok(path):
         stored = vidtok.read(path)
-        vidtok.check_model(stored, path, loaded.name, loaded.fingerprint)
+        vidtok.check_model(stored, path, loaded.name, loaded.fingerprint, loaded.long_video, loaded.config.long_video)
         prepared = from_vidtok(stored)
         if stored.features is None:
             prepared.notes.append(
@@ -363,7 +385,10 @@ def _prepare(
     prepared.made_for = (question or DEFAULT_PROMPT, encoded.tokens)
     if cacheable:
         entry_key = cache.key(encoded.source["hash"], loaded.fingerprint, sampling.as_dict())
-        cache.store(entry_key, to_vidtok(loaded, encoded, question or DEFAULT_PROMPT, sampling))
+        try:
+            cache.store(entry_key, to_vidtok(loaded, encoded, question or DEFAULT_PROMPT, sampling))
+        except cache.CacheWriteError as exc:
+            prepared.notes.append(str(exc))  # the answer does not need the cache: warn and go on
     return prepared
 
 

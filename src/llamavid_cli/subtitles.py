@@ -143,13 +143,11 @@ def _no_blank_lines(text: str) -> str:
 
 
 def _read_text(path: str | Path, encoding: str | None, on_warning: WarningHook | None) -> tuple[Path, str]:
-    path = Path(path)
+    from .paths import regular_file
+
+    path = regular_file(path, SubtitleError, "a .srt or .vtt file", allow_empty=True)  # a FIFO would block the read
     try:
         data = path.read_bytes()
-    except FileNotFoundError:
-        raise SubtitleError(f"{path} does not exist; check the path") from None
-    except IsADirectoryError:
-        raise SubtitleError(f"{path} is a directory; give a .srt or .vtt file") from None
     except OSError as e:
         raise SubtitleError(f"cannot read {path}: {e.strerror or e}") from None
     text = _decode_text(path, data, encoding, on_warning).replace("\r\n", "\n").replace("\r", "\n")

@@ -762,16 +762,9 @@ def _apply(ops: tuple[str, ...], image: np.ndarray) -> np.ndarray:
 
 
 def _check_path(path: str | Path) -> Path:
-    path = Path(path)
-    if not path.exists():
-        raise VideoError(f"{path} does not exist; check the path")
-    if path.is_dir():
-        raise VideoError(f"{path} is a directory; give a video or image file")
-    if not path.is_file():
-        raise VideoError(f"{path} is not a regular file; give a video or image file")
-    if path.stat().st_size == 0:
-        raise VideoError(f"{path} is empty (0 bytes); copy or download it again")
-    return path
+    from .paths import regular_file
+
+    return regular_file(path, VideoError, "a video or image file")
 
 
 def _check_options(sampling: Sampling, size: int | None) -> None:

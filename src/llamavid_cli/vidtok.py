@@ -11,8 +11,7 @@ docs/vidtok.md.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
+import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,7 +19,7 @@ from typing import Any
 
 import torch
 
-from . import __version__
+from . import __version__, paths
 from .errors import VidtokError
 
 FORMAT = "llamavid.vidtok"
@@ -37,6 +36,7 @@ class Vidtok:
     prompt: str
     features: torch.Tensor | None = None  # [N, T, V] float16
     features_cls: bool = True
+    long_video: bool | None = None  # the mode the tokens were made in; None: not recorded (older files)
     sampling: dict[str, Any] = field(default_factory=dict)
     source: dict[str, Any] = field(default_factory=dict)
     subtitles: list[dict[str, Any]] = field(default_factory=list)
@@ -55,6 +55,7 @@ class Vidtok:
             "fingerprint": self.fingerprint,
             "prompt": self.prompt,
             "features_cls": json.dumps(self.features_cls),
+            **({"long_video": json.dumps(self.long_video)} if self.long_video is not None else {}),
             "sampling": json.dumps(self.sampling),
             "source": json.dumps(self.source),
             "subtitles": json.dumps(self.subtitles),
@@ -63,25 +64,29 @@ class Vidtok:
         }
 
 
+class WriteError(VidtokError):
+    """A .vidtok that could not be written (full disk, no permission, a folder in the way)."""
+
+
 def check_writable(path: Path) -> None:
     """Fail before a long encode, not after it, when the output cannot be written."""
     path = Path(path)
     if path.is_dir():
-        raise VidtokError(f"{path} is a folder; give a file name ending in .vidtok")
-    try:
-        fd, probe = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    except OSError as exc:
-        raise VidtokError(f"cannot write in {path.parent} ({exc.strerror}); choose another -o") from None
-    os.close(fd)
-    os.unlink(probe)
+        raise WriteError(f"{path} is a directory; give a file name ending in .vidtok")
+    paths.check_writable(path, WriteError)
 
 
 def write(path: Path, vidtok: Vidtok) -> Path:
-    """Write to a temp file in the target folder, then rename: never a half-written .vidtok."""
+    """Write to a temp file in the target folder, then rename: never a half-written .vidtok.
+
+    Any failure is one WriteError line naming `path` and the reason; a file already at `path`
+    stays as it was."""
+    from safetensors import SafetensorError
     from safetensors.torch import save_file
 
     path = Path(path)
-    check_writable(path)
+    if path.is_dir():
+        raise WriteError(f"{path} is a directory; give a file name ending in .vidtok")
     tensors = {
         "context": vidtok.context.detach().contiguous().cpu(),
         "content": vidtok.content.detach().contiguous().cpu(),
@@ -89,90 +94,177 @@ def write(path: Path, vidtok: Vidtok) -> Path:
     }
     if vidtok.features is not None:
         tensors["features"] = vidtok.features.to(torch.float16).contiguous().cpu()
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        save_file(tensors, tmp, metadata=vidtok.metadata())
-        os.replace(tmp, path)
-    except OSError as exc:
-        Path(tmp).unlink(missing_ok=True)
-        raise VidtokError(f"cannot write {path} ({exc.strerror or exc}); check free space and permissions") from None
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with paths.replacing(path, WriteError, failures=(SafetensorError,)) as tmp:
+        save_file(tensors, str(tmp), metadata=vidtok.metadata())
     return path
 
 
 def read_header(path: Path) -> Vidtok:
-    """Metadata and shapes only (no tensor data read): enough to check version and model."""
+    """Metadata, timestamps and shapes (no token data read): enough to check version, model and mode."""
     return read(path, tensors=False)
 
 
 def read(path: Path, tensors: bool = True) -> Vidtok:
-    """Load and validate; every failure is a one-line VidtokError."""
+    """Load and validate everything (metadata types, shapes, dtypes, time order, finite values);
+    every failure is a one-line VidtokError naming the file."""
     from safetensors import SafetensorError, safe_open
 
-    path = Path(path)
-    if not path.is_file():
-        raise VidtokError(f"{path} does not exist")
+    path = paths.regular_file(path, VidtokError, "a .vidtok file")
     try:
         with safe_open(str(path), framework="pt") as f:
             meta = f.metadata() or {}
             keys = set(f.keys())
-            data = {k: (f.get_tensor(k) if tensors else f.get_slice(k)) for k in keys}
+            if meta.get("format") != FORMAT:
+                raise VidtokError(f"{path} is a safetensors file but not a .vidtok (no llamavid metadata)")
+            layout = {k: (tuple(f.get_slice(k).get_shape()), f.get_slice(k).get_dtype()) for k in keys}
+            data = {k: (f.get_tensor(k) if tensors or k == "timestamps" else f.get_slice(k)) for k in keys}
     except (SafetensorError, OSError, ValueError) as exc:
-        raise VidtokError(f"{path} is not a readable .vidtok file ({str(exc).splitlines()[0]})") from None
-    if meta.get("format") != FORMAT:
-        raise VidtokError(f"{path} is a safetensors file but not a .vidtok (no llamavid metadata)")
+        why = paths.reason(exc)
+        if path.suffix.lower() != ".vidtok":
+            raise VidtokError(f"{path} is not a .vidtok file ({why})") from None
+        raise _damaged(path, why) from None
     try:
         version = int(meta.get("format_version", "0"))
     except ValueError:
-        raise VidtokError(f"{path} has an unreadable format version") from None
+        raise _damaged(path, f"format_version {meta.get('format_version')!r} is not a number") from None
     if version > FORMAT_VERSION:
         raise VidtokError(
             f"{path} uses .vidtok format {version}, newer than this llamavid understands ({FORMAT_VERSION}); "
             "upgrade llamavid"
         )
-    missing = {"context", "content", "timestamps"} - keys
+    fields = _check_metadata(path, meta)
+    _check_tensors(path, layout, data, tensors)
+    return Vidtok(
+        context=data["context"], content=data["content"], timestamps=data["timestamps"], features=data.get("features"),
+        **fields,
+    )
+
+
+def _damaged(path: Path, why: str) -> VidtokError:
+    return VidtokError(f"{path} is a damaged .vidtok ({why}); encode the video again")
+
+
+_TENSORS = {"context": 2, "content": 3, "timestamps": 1, "features": 3}  # name → number of dimensions
+_FLOATS = {"F16", "BF16", "F32", "F64"}
+
+
+def _check_tensors(path: Path, layout: dict[str, tuple[tuple, str]], data: dict, loaded: bool) -> None:
+    """Names, ranks, dtypes (safetensors' names), frame counts and widths agree; timestamps
+    ascend; token values are finite (when `loaded`)."""
+    missing = {"context", "content", "timestamps"} - layout.keys()
     if missing:
-        raise VidtokError(f"{path} lacks the tensor(s) {', '.join(sorted(missing))}")
-    context, content, stamps = data["context"], data["content"], data["timestamps"]
-    features = data.get("features")
-    shape = {k: tuple(v.shape if tensors else v.get_shape()) for k, v in data.items()}
+        raise _damaged(path, f"no {', '.join(sorted(missing))} tensor")
+    unknown = layout.keys() - _TENSORS.keys()
+    if unknown:
+        raise _damaged(path, f"unexpected tensor {sorted(unknown)[0]!r}")
+    shape = {name: dims for name, (dims, _) in layout.items()}
+    dtype = {name: kind for name, (_, kind) in layout.items()}
+    for name in layout:
+        if len(shape[name]) != _TENSORS[name]:
+            raise _damaged(path, f"{name} has {len(shape[name])} dimensions, not {_TENSORS[name]}")
+        if dtype[name] not in _FLOATS:
+            raise _damaged(path, f"{name} holds {dtype[name]} values, not floating point")
+    if dtype["timestamps"] != "F64":
+        raise _damaged(path, f"timestamps are {dtype['timestamps']}, not F64")
     frames = shape["context"][0]
-    if (
-        len(shape["context"]) != 2
-        or len(shape["content"]) != 3
-        or shape["content"][0] != frames
-        or shape["content"][2] != shape["context"][1]
-        or shape["timestamps"] != (frames,)
-        or (features is not None and (len(shape["features"]) != 3 or shape["features"][0] != frames))
-    ):
-        raise VidtokError(f"{path} has inconsistent tensor shapes; encode the video again")
-    try:
-        return Vidtok(
-            context=context,
-            content=content,
-            timestamps=stamps,
-            model=meta["model"],
-            fingerprint=meta["fingerprint"],
-            prompt=meta.get("prompt", ""),
-            features=features,
-            features_cls=json.loads(meta.get("features_cls", "true")),
-            sampling=json.loads(meta.get("sampling", "{}")),
-            source=json.loads(meta.get("source", "{}")),
-            subtitles=json.loads(meta.get("subtitles", "[]")),
-            created=meta.get("created", ""),
-            tool_version=meta.get("tool_version", ""),
-        )
-    except (KeyError, json.JSONDecodeError) as exc:
-        raise VidtokError(f"{path} has damaged metadata ({exc})") from None
+    if frames == 0:
+        raise _damaged(path, "no frames")
+    for name in layout:
+        if shape[name][0] != frames:
+            raise _damaged(path, f"{shape[name][0]} frames of {name} but {frames} of context")
+    if shape["content"][2] != shape["context"][1]:
+        raise _damaged(path, f"content width {shape['content'][2]} differs from context width {shape['context'][1]}")
+    if 0 in shape["content"][1:] or ("features" in shape and 0 in shape["features"][1:]):
+        raise _damaged(path, "an empty token or feature dimension")
+    stamps = data["timestamps"]
+    if not torch.isfinite(stamps).all() or (stamps < 0).any():
+        raise _damaged(path, "timestamps that are negative or not finite")
+    if (stamps[1:] < stamps[:-1]).any():
+        raise _damaged(path, "timestamps out of order")
+    if loaded:
+        for name in ("context", "content", "features"):
+            if name in data and not torch.isfinite(data[name]).all():
+                raise VidtokError(
+                    f"{path} holds NaN or infinite values in its {name} tensor; encode the video again "
+                    "(with --dtype float32 if this GPU overflows in float16)"
+                )
 
 
-def check_model(vidtok: Vidtok, path: Path, model: str, fingerprint: str) -> None:
-    """Tokens only mean something to the model that made them."""
+_SAMPLING = {"fps": (int, float), "max_frames": (int, type(None)), "start": (int, float, type(None)),
+             "end": (int, float, type(None))}
+_SOURCE = {"name": (str,), "size": (int,), "hash": (str,), "duration": (int, float, type(None)),
+           "width": (int, type(None)), "height": (int, type(None)), "fps": (int, float, type(None)),
+           "codec": (str, type(None))}
+_CUE = {"start": (int, float), "end": (int, float), "text": (str,)}
+
+
+def _check_metadata(path: Path, meta: dict[str, str]) -> dict[str, Any]:
+    """The Vidtok fields from `__metadata__`, each of the type docs/vidtok.md gives, or a damaged-file error."""
+    for required in ("model", "fingerprint"):
+        if not meta.get(required):
+            raise _damaged(path, f"no {required} in its metadata")
+
+    def decoded(key: str, default: str, kinds: tuple) -> Any:
+        try:
+            value = json.loads(meta.get(key, default))
+        except json.JSONDecodeError:
+            raise _damaged(path, f"metadata {key} is not JSON") from None
+        if not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds):
+            raise _damaged(path, f"metadata {key} has the wrong type ({type(value).__name__})")
+        return value
+
+    def fields(key: str, value: dict, types: dict, strict: bool) -> None:
+        extra = value.keys() - types.keys()
+        if strict and extra:
+            raise _damaged(path, f"{key} field {sorted(extra)[0]!r} is not ours")
+        for name, kinds in types.items():
+            if name in value and (not isinstance(value[name], kinds) or isinstance(value[name], bool)):
+                raise _damaged(path, f"{key} field {name!r} has the wrong type ({type(value[name]).__name__})")
+
+    features_cls = decoded("features_cls", "true", (bool,))
+    long_video = decoded("long_video", "null", (bool, type(None)))
+    sampling = decoded("sampling", "{}", (dict,))
+    fields("sampling", sampling, _SAMPLING, strict=False)
+    source = decoded("source", "{}", (dict,))
+    fields("source", source, _SOURCE, strict=False)
+    cues = decoded("subtitles", "[]", (list,))
+    for number, cue in enumerate(cues, start=1):
+        if not isinstance(cue, dict) or cue.keys() != _CUE.keys():
+            raise _damaged(path, f"subtitle {number} is not a {{start, end, text}} cue")
+        fields("subtitle", cue, _CUE, strict=True)
+        if not (math.isfinite(cue["start"]) and math.isfinite(cue["end"]) and 0 <= cue["start"] <= cue["end"]):
+            raise _damaged(path, f"subtitle {number} ends before it starts or has no finite times")
+    return {
+        "model": meta["model"], "fingerprint": meta["fingerprint"], "prompt": meta.get("prompt", ""),
+        "features_cls": features_cls, "long_video": long_video, "sampling": sampling, "source": source,
+        "subtitles": cues, "created": meta.get("created", ""), "tool_version": meta.get("tool_version", ""),
+    }
+
+
+def mode_name(long_video: bool) -> str:
+    return "long-video" if long_video else "short-video"
+
+
+def check_model(
+    vidtok: Vidtok, path: Path, model: str, fingerprint: str, long_video: bool | None = None,
+    model_long_video: bool | None = None,
+) -> None:
+    """Tokens only mean something to the model, and the mode (method.md §7), that made them.
+
+    `long_video` is this run's mode, `model_long_video` the checkpoint's own. Features are
+    recomputed into tokens for any mode; a file of tokens alone is refused in the other mode.
+    A file without a recorded mode (written before it was recorded) is taken to be in the
+    checkpoint's own mode."""
     if vidtok.fingerprint != fingerprint:
         raise VidtokError(
             f"{path} was encoded with {vidtok.model} (weights {vidtok.fingerprint}), not with the model in use "
             f"({model}, weights {fingerprint}); pass --model {vidtok.model} or encode the video again"
         )
+    made_in = model_long_video if vidtok.long_video is None else vidtok.long_video
+    if long_video is None or made_in is None or made_in == long_video or vidtok.features is not None:
+        return
+    flag = "--long-video" if made_in else "--short-video"
+    raise VidtokError(
+        f"{path} holds {mode_name(made_in)} tokens and no features, but this run is in "
+        f"{mode_name(long_video)} mode; pass {flag}, or encode the video again with --keep-features"
+    )

@@ -12,40 +12,73 @@ from .. import cache, vidtok
 from ..errors import VidtokError
 from . import options as o
 from .app import app
-from .output import Output
+from .output import Output, count
 
 cache_app = typer.Typer(help="Encodes kept between runs so repeated questions skip decoding.", no_args_is_help=True)
 app.add_typer(cache_app, name="cache")
+
+
+def readable_model(name: str) -> str:
+    """An alias for a released model, the hub id for others, a folder's name for a local checkpoint."""
+    from pathlib import PurePath
+
+    from ..checkpoints import ALIASES
+
+    alias = next((a for a, repo in ALIASES.items() if repo == name), None)
+    if alias:
+        return alias
+    parts = PurePath(name).parts
+    for i, part in enumerate(parts):  # a hub snapshot: …/models--owner--name/snapshots/<hash>
+        if part.startswith("models--") and i + 1 < len(parts) and parts[i + 1] == "snapshots":
+            repo = part.removeprefix("models--").replace("--", "/")
+            return next((a for a, r in ALIASES.items() if r == repo), repo)
+    return PurePath(name).name if len(parts) > 2 or name.startswith(("/", "~", ".")) else name
 
 
 def _describe(entry: cache.Entry) -> dict:
     row = {"file": str(entry.path), "bytes": entry.size, "last_used": time.strftime("%Y-%m-%d %H:%M", time.localtime(entry.used))}
     try:
         stored = vidtok.read_header(entry.path)
-        row.update(source=stored.source.get("name", ""), model=stored.model, frames=stored.context.get_shape()[0])
+        row.update(source=stored.source.get("name", ""), model=stored.model, model_name=readable_model(stored.model),
+                   frames=stored.timestamps.shape[0])
     except VidtokError:
-        row.update(source="(damaged)", model="", frames=0)
+        row.update(source="(damaged)", model="", model_name="", frames=0)
     return row
 
 
 @cache_app.command("list")
 def list_entries(json_out: o.JsonOpt = False) -> None:
-    """Show cached encodes, most recently used first, and the size limit."""
+    """Show cached encodes (most recently used first), unfinished writes, and the size limit."""
+    limit = cache.size_limit()  # a bad LLAMAVID_CACHE_SIZE is refused before anything is printed
     rows = [_describe(e) for e in cache.entries()]
-    total = sum(r["bytes"] for r in rows)
+    temps = cache.temp_files()
+    total = sum(r["bytes"] for r in rows) + sum(t.size for t in temps)
     if json_out:
-        Output(True).json({"folder": str(cache.cache_dir()), "bytes": total, "limit": cache.size_limit(), "entries": rows})
+        Output(True).json({
+            "folder": str(cache.cache_dir()), "bytes": total, "limit": limit, "entries": rows,
+            "temp_files": [{"file": str(t.path), "bytes": t.size, "orphan": cache.is_orphan(t)} for t in temps],
+        })
         return
-    table = Table("source", "model", "frames", "size", "last used")
-    for r in rows:
-        table.add_row(r["source"], r["model"], str(r["frames"]), f"{r['bytes'] / 1e6:.1f} MB", r["last_used"])
     console = Console(highlight=False)
-    console.print(table)
-    console.print(f"{len(rows)} entries, {total / 1e9:.2f} GB of {cache.size_limit() / 1e9:.0f} GB in {cache.cache_dir()}")
+    table = Table("source", "model", "frames", "size", "last used")
+    for column in table.columns:
+        column.no_wrap, column.overflow = True, "ellipsis"
+    for r in rows:
+        table.add_row(r["source"], r["model_name"], str(r["frames"]), cache.format_size(r["bytes"]), r["last_used"])
+    if rows:
+        console.print(table)
+    if temps:
+        size = cache.format_size(sum(t.size for t in temps))
+        console.print(f"{count(len(temps), 'unfinished write')} ({size}); `llamavid cache clear` removes them")
+    console.print(
+        f"{count(len(rows), 'entry', 'entries')}, {cache.format_size(total)} of {cache.format_size(limit)} "
+        f"in {cache.cache_dir()}"
+    )
 
 
 @cache_app.command("clear")
 def clear_entries() -> None:
-    """Delete every cached encode."""
-    count = cache.clear()
-    Output().info(f"Removed {count} cached encode{'s' if count != 1 else ''}.")
+    """Delete every cached encode, kept transcript and unfinished write."""
+    removed, temps = cache.clear()
+    extra = f" and {count(temps, 'unfinished write')}" if temps else ""
+    Output().info(f"Removed {count(removed, 'cached encode')}{extra}.")

@@ -99,6 +99,10 @@ def chat(
     """
     out = Output()
     existing_file(source)
+    if not no_cache:
+        from ..cache import size_limit
+
+        size_limit()  # a bad LLAMAVID_CACHE_SIZE is refused now, not after the encode
     sampling = pipeline.Sampling(fps, max_frames, o.parse_time(start, "--start"), o.parse_time(end, "--end"))
     subs = pipeline.SubtitleRequest(subtitles, transcribe, whisper_model)
     if subtitles:

@@ -13,22 +13,39 @@ from ..speech import DEFAULT_WHISPER
 from ..subtitles import read_subtitles
 from . import options as o
 from .app import app
-from .common import existing_file, load, pick_model
-from .output import Output
+from .common import load, pick_model
+from .output import Output, about, count
 
 
-def output_paths(videos: list[Path], output: Path | None) -> list[Path]:
-    """One file → `-o FILE.vidtok` or `-o DIR/`; several → `-o DIR`; default: beside each video."""
+def output_paths(videos: list[Path], output: Path | None, force: bool = False) -> list[Path]:
+    """One file → `-o FILE.vidtok` or `-o DIR/`; several → `-o DIR`; default: beside each video.
+
+    Refused before any work: two videos that would write the same file, and (without `force`)
+    a file that is already there."""
     if output is None:
-        return [v.with_suffix(".vidtok") for v in videos]
-    if output.is_dir() or len(videos) > 1 or str(output).endswith("/"):
+        targets = [v.with_suffix(".vidtok") for v in videos]
+    elif output.is_dir() or len(videos) > 1 or str(output).endswith("/"):
         if output.exists() and not output.is_dir():
             raise UsageError(f"{output} is a file; several videos need an output folder")
-        output.mkdir(parents=True, exist_ok=True)
-        return [output / (v.stem + ".vidtok") for v in videos]
-    if not output.parent.is_dir():
+        targets = [output / (v.stem + ".vidtok") for v in videos]
+    elif not output.parent.is_dir():
         raise UsageError(f"the folder {output.parent} does not exist")
-    return [output]
+    else:
+        targets = [output]
+    seen: dict[Path, Path] = {}
+    for source, target in zip(videos, targets):
+        if target.resolve() in seen:
+            raise UsageError(
+                f"{seen[target.resolve()]} and {source} would both be written to {target}; encode them in separate runs"
+            )
+        seen[target.resolve()] = source
+        if target.resolve() == source.resolve():
+            raise UsageError(f"{source} would be replaced by its own tokens; give another -o")
+        if target.exists() and not target.is_dir() and not force:
+            raise UsageError(f"{target} exists; pass --force (-f) to replace it")
+    if output is not None and targets != [output]:
+        output.mkdir(parents=True, exist_ok=True)
+    return targets
 
 
 @app.command()
@@ -40,6 +57,7 @@ def encode(
     prompt: Annotated[
         str, typer.Option("--prompt", "-p", help="Instruction the stored context tokens are computed for.")
     ] = pipeline.DEFAULT_PROMPT,
+    force: Annotated[bool, typer.Option("--force", "-f", help="Replace .vidtok files that already exist.")] = False,
     keep_features: Annotated[
         bool,
         typer.Option("--keep-features", help="Also store the visual features (float16) so every later question gets its own context tokens."),
@@ -68,11 +86,13 @@ def encode(
       llamavid encode clips/*.mp4 -o tokens/
     """
     out = Output(json_out)
-    for v in videos:
-        existing_file(v)
+    from ..paths import regular_file
+
+    for v in videos:  # stat, never open: a FIFO would block; in a batch an empty file fails in its turn
+        regular_file(v, UsageError, "a video or image file", allow_empty=len(videos) > 1)
     if len(videos) == 1:
         pipeline.check_source(videos[0])
-    targets = output_paths(videos, output)
+    targets = output_paths(videos, output, force)
     for target in targets:
         vidtok.check_writable(target)
     sampling = pipeline.Sampling(fps, max_frames, o.parse_time(start, "--start"), o.parse_time(end, "--end"))
@@ -90,7 +110,7 @@ def encode(
             if len(videos) == 1:
                 raise
             failed += 1
-            out.err.print(f"Error: {source}: {exc}", markup=False)
+            out.err.print(f"Error: {about(source, str(exc))}", markup=False)
     if json_out:
         out.json(results if len(videos) > 1 else results[0])
     if failed:
@@ -101,10 +121,10 @@ def _encode_one(out: Output, loaded, source: Path, target: Path, prompt: str, sa
     with out.frames(source.name, pipeline.expected_frames(source, sampling)) as advance:
         encoded = pipeline.encode_source(loaded, source, prompt, sampling, keep_features=keep, on_frames=advance)
     for warning in encoded.warnings:
-        out.warn(f"{source}: {warning}")
+        out.warn(about(source, warning))
     cues = pipeline.gather_cues(source, subs, [])
     vidtok.write(target, pipeline.to_vidtok(loaded, encoded, prompt, sampling, cues))
-    out.info(f"{source} → {target} ({encoded.tokens.num_frames} frames, {encoded.seconds:.1f} s)")
+    out.info(f"{source} → {target} ({count(encoded.tokens.num_frames, 'frame')}, {encoded.seconds:.1f} s)")
     return {
         "source": str(source),
         "output": str(target),

@@ -23,6 +23,7 @@ def summary(path: Path, stored: vidtok.Vidtok) -> dict:
         "hidden_size": stored.context.shape[1],
         "duration": stored.timestamps[-1].item() if stored.num_frames else 0.0,
         "features": list(stored.features.shape) if stored.features is not None else None,
+        "long_video": stored.long_video,  # None: written before the mode was recorded
         "model": stored.model,
         "fingerprint": stored.fingerprint,
         "prompt": stored.prompt,

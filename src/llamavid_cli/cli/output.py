@@ -88,6 +88,16 @@ class Output:
             yield advance
 
 
+def count(n: int, one: str, many: str | None = None) -> str:
+    """`1 frame`, `2 frames`, `0 entries`: a number with its noun in the right form."""
+    return f"{n} {one if n == 1 else many or one + 's'}"
+
+
+def about(source: object, message: str) -> str:
+    """`source: message`, unless the message names the file already ("a.mp4: a.mp4 is…" reads badly)."""
+    return message if str(source) in message else f"{source}: {message}"
+
+
 def _escape(text: str) -> str:
     from rich.markup import escape
 

@@ -5,39 +5,83 @@ from __future__ import annotations
 import glob
 import json
 import zlib
-from pathlib import Path
+from dataclasses import dataclass
+from pathlib import Path, PurePath
 from typing import Annotated, Optional
 
 import typer
 
 from .. import pipeline, video
 from ..errors import LlamaVidError, UsageError
+from ..paths import is_regular, reason, regular_file, write_text
 from ..speech import DEFAULT_WHISPER
 from . import options as o
 from .app import app
 from .common import load, pick_model
-from .output import Output
+from .output import Output, about
 
 SUMMARY_PROMPT = "Summarize this video: what happens, who appears and where it takes place."
 FORMATS = ("txt", "md", "json")
 
 
-def collect(paths: list[str], recursive: bool) -> list[Path]:
-    """Files as given, folders expanded (videos and images found by opening them), globs expanded."""
-    found: list[Path] = []
+@dataclass(frozen=True)
+class Input:
+    """A file to summarise, and where it sits relative to the argument that named it: its
+    summary goes to the same place under --out-dir, so the input tree is mirrored."""
+
+    path: Path
+    relative: PurePath
+
+
+def collect(paths: list[str], recursive: bool) -> list[Input]:
+    """Files as given, folders expanded (videos and images found by opening them), globs expanded.
+
+    Never opens a FIFO, socket or device: a named one is refused, one found in a folder skipped."""
+    found: dict[Path, Input] = {}
     for raw in paths:
         matches = [Path(p) for p in sorted(glob.glob(raw, recursive=recursive))] if glob.has_magic(raw) else [Path(raw)]
         if not matches:
             raise UsageError(f"{raw} matches no file")
+        base = _glob_base(raw)
         for path in matches:
             if path.is_dir():
                 walker = path.rglob("*") if recursive else path.glob("*")
-                found += sorted(p for p in walker if p.is_file() and not p.name.startswith(".") and _media(p))
-            elif path.exists():
-                found.append(path)
+                for p in sorted(walker):
+                    if is_regular(p) and not p.name.startswith(".") and _media(p):
+                        found.setdefault(p, Input(p, p.relative_to(path)))
             else:
-                raise UsageError(f"{path} does not exist")
-    return list(dict.fromkeys(found))
+                regular_file(path, UsageError, "a video, image, .vidtok or folder", allow_empty=True)
+                relative = path.relative_to(base) if base and path.is_relative_to(base) else PurePath(path.name)
+                found.setdefault(path, Input(path, relative))
+    return list(found.values())
+
+
+def _glob_base(pattern: str) -> Path | None:
+    """The folder a glob starts from (`clips` for `clips/**/*.mp4`); None for a plain path."""
+    if not glob.has_magic(pattern):
+        return None
+    parts = Path(pattern).parts
+    fixed = next(i for i, part in enumerate(parts) if glob.has_magic(part))
+    return Path(*parts[:fixed]) if fixed else Path(".")
+
+
+def targets(inputs: list[Input], out_dir: Path, fmt: str) -> dict[Path, Path]:
+    """Input → its summary file: the input's path relative to its argument, its full name kept
+    (`day1/clip.mp4` → `OUT/day1/clip.mp4.txt`, so `clip.mp4` and `clip.vidtok` do not meet).
+    Two inputs that would still share a file (the same name under two arguments) are refused
+    before any work."""
+    chosen: dict[Path, Path] = {}
+    owner: dict[Path, Path] = {}
+    for item in inputs:
+        target = out_dir / item.relative.parent / f"{item.relative.name}.{fmt}"
+        if target in owner:
+            raise UsageError(
+                f"{owner[target]} and {item.path} would both be summarised to {target}; "
+                "give their common parent folder (with --recursive) or run them separately"
+            )
+        owner[target] = item.path
+        chosen[item.path] = target
+    return chosen
 
 
 # In a folder, files with these names are tried even when they do not open (a damaged video is
@@ -52,7 +96,7 @@ def _media(path: Path) -> bool:
     return path.suffix.lower() in MEDIA_SUFFIXES or pipeline.is_vidtok(path) or video.is_media(path)
 
 
-def shard(files: list[Path], spec: str | None) -> list[Path]:
+def shard(files: list[Input], spec: str | None) -> list[Input]:
     """`--shard I/N`: a stable split by path hash, so N processes cover a library exactly once."""
     if spec is None:
         return files
@@ -62,21 +106,27 @@ def shard(files: list[Path], spec: str | None) -> list[Path]:
             raise ValueError
     except ValueError:
         raise typer.BadParameter(f"{spec!r} is not I/N with 1 <= I <= N", param_hint="--shard") from None
-    return [f for f in files if zlib.crc32(str(f).encode()) % count == index - 1]
+    return [f for f in files if zlib.crc32(str(f.path).encode()) % count == index - 1]
 
 
-def write_summary(folder: Path, source: Path, result: pipeline.Answer, fmt: str) -> Path:
-    target = folder / f"{source.stem}.{fmt}"
+def render(source: Path, result: pipeline.Answer, fmt: str) -> str:
+    """One video's summary as a file (or stdout section) in `fmt`."""
     if fmt == "json":
-        text = json.dumps(result.as_dict(), ensure_ascii=False, indent=2)
-    elif fmt == "md":
-        text = f"# {source.name}\n\n{result.answer}"
-    else:
-        text = result.answer
-    tmp = target.with_name(f".{target.name}.tmp")
-    tmp.write_text(text + "\n")
-    tmp.replace(target)
-    return target
+        return json.dumps(result.as_dict(), ensure_ascii=False, indent=2)
+    if fmt == "md":
+        return f"# {source.name}\n\n{result.answer}"
+    return result.answer
+
+
+def write_summary(target: Path, source: Path, result: pipeline.Answer, fmt: str) -> Path:
+    """Atomically; a failure is one line naming the file (the batch goes on)."""
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        raise LlamaVidError(f"cannot write {target} (a file is in the way of its folder)") from None
+    except OSError as exc:
+        raise LlamaVidError(f"cannot write {target} ({reason(exc)})") from None
+    return write_text(target, render(source, result, fmt) + "\n")
 
 
 @app.command()
@@ -84,8 +134,11 @@ def summarize(
     paths: Annotated[list[str], typer.Argument(help="Videos, folders or globs.", show_default=False)],
     prompt: Annotated[str, typer.Option("--prompt", "-p", help="What to ask of every video.")] = SUMMARY_PROMPT,
     recursive: Annotated[bool, typer.Option("--recursive", "-r", help="Descend into sub-folders.")] = False,
-    out_dir: Annotated[Optional[Path], typer.Option("--out-dir", help="Write one file per video here.")] = None,
-    fmt: Annotated[str, typer.Option("--format", help="Per-video file format with --out-dir: txt, md or json.")] = "txt",
+    out_dir: Annotated[
+        Optional[Path],
+        typer.Option("--out-dir", help="Write one file per video here, mirroring the input folders (day1/clip.mp4 → DIR/day1/clip.mp4.txt)."),
+    ] = None,
+    fmt: Annotated[str, typer.Option("--format", help="Summary format: txt, md or json (files with --out-dir, else stdout).")] = "txt",
     skip_existing: Annotated[bool, typer.Option("--skip-existing", help="Skip videos whose output file exists (resume).")] = False,
     shard_spec: Annotated[Optional[str], typer.Option("--shard", help="Process only part I of N, e.g. 2/4.")] = None,
     model: o.ModelOpt = o.DEFAULTS["model"],
@@ -118,12 +171,23 @@ def summarize(
     """
     if fmt not in FORMATS:
         raise typer.BadParameter(f"{fmt!r} is not one of {', '.join(FORMATS)}", param_hint="--format")
+    if skip_existing and not out_dir:
+        raise UsageError("--skip-existing needs --out-dir (it skips videos whose summary file is there)")
     out = Output(json_out)
-    files = shard(collect(paths, recursive), shard_spec)
+    if not no_cache:
+        from ..cache import size_limit
+
+        size_limit()  # a bad LLAMAVID_CACHE_SIZE is refused now, not after the first encode
+    inputs = shard(collect(paths, recursive), shard_spec)
+    written = targets(inputs, out_dir, fmt) if out_dir else {}
     if out_dir:
-        out_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            out_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise UsageError(f"cannot create the folder {out_dir} ({reason(exc)})") from None
         if skip_existing:
-            files = [f for f in files if not (out_dir / f"{f.stem}.{fmt}").exists()]
+            inputs = [i for i in inputs if not written[i.path].exists()]
+    files = [i.path for i in inputs]
     if not files:
         out.info("Nothing to summarise.")
         return
@@ -138,21 +202,25 @@ def summarize(
         task = bar.add_task("videos", total=len(files), rate="")
         for source in files:
             try:
+                pipeline.check_source(source)  # a damaged .vidtok is named as one, not as a video
                 result = pipeline.ask(
                     loaded, source, prompt, sampling=sampling, generation=generation, use_cache=not no_cache, fit=fit,
                     subs=pipeline.SubtitleRequest(None, transcribe, whisper_model),
+                    on_note=lambda note, source=source: bar.console.print(f"Warning: {about(source, note)}", markup=False),
                 )
+                if out_dir:
+                    write_summary(written[source], source, result, fmt)
             except LlamaVidError as exc:
                 failed.append(source)
                 if json_out:
                     out.json({"source": str(source), "error": str(exc)})
-                bar.console.print(f"Error: {source}: {exc}", markup=False)
+                bar.console.print(f"Error: {about(source, str(exc))}", markup=False)
                 bar.advance(task)
                 continue
-            if out_dir:
-                write_summary(out_dir, source, result, fmt)
-            if json_out:
+            if json_out or (fmt == "json" and not out_dir):
                 out.json(result.as_dict())
+            elif fmt == "md" and not out_dir:
+                out.result(f"# {source}\n\n{result.answer}\n")
             elif not out_dir:
                 out.result(f"== {source} ==\n{result.answer}\n")
             bar.advance(task)
