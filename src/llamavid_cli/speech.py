@@ -263,7 +263,7 @@ def _load_whisper(model: str, device: str | None):
     from .loader import pick_device, pick_dtype  # the LLM's rule: fp16 on a GPU, float32 on the CPU
 
     device_ = pick_device(device or "auto")
-    dtype = pick_dtype("auto", device_)
+    dtype, _ = pick_dtype("auto", device_)
     try:
         processor = WhisperProcessor.from_pretrained(model)
         whisper = WhisperForConditionalGeneration.from_pretrained(model, dtype=dtype)
