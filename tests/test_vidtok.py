@@ -179,9 +179,10 @@ def test_a_tower_that_yields_infinity_stops_encode_with_one_line_and_no_file(cli
     import checkpoint_factory as factory
 
     ckpt = factory.write_checkpoint(tmp_path / "overflowing", kind="video")
-    shard = sorted(ckpt.glob("pytorch_model-*.bin"))[-1]
+    key = "model.vision_tower.vision_tower.patch_embed.proj.weight"
+    index = json.loads((ckpt / "pytorch_model.bin.index.json").read_text())
+    shard = ckpt / index["weight_map"][key]
     state = torch.load(shard, weights_only=True)
-    key = next(k for k in state if k.startswith("model.vision_tower.") and "patch_embed" in k and k.endswith("weight"))
     state[key] = torch.full_like(state[key], float("inf"))
     torch.save(state, shard)
     target = tmp_path / "out.vidtok"
