@@ -15,11 +15,12 @@ import re
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable
-
-import torch
+from typing import TYPE_CHECKING, Callable, Iterable
 
 from .errors import CheckpointError, DownloadError
+
+if TYPE_CHECKING:  # torch is imported where weights are read, so `llamavid --help` does without it
+    import torch
 
 BERT_TOKENIZER_REPO = "google-bert/bert-base-uncased"
 
@@ -126,6 +127,8 @@ def shard_files(folder: Path) -> list[Path]:
 
 def read_shard(path: Path) -> dict[str, torch.Tensor]:
     """Read one shard without running arbitrary pickled code."""
+    import torch
+
     if path.suffix == ".safetensors":
         from safetensors import SafetensorError
         from safetensors.torch import load_file
@@ -208,6 +211,8 @@ def convert_eva(state: dict[str, torch.Tensor], num_layers: int) -> dict[str, to
     LAVIS' eva_vit_g.pth holds more blocks than the 39 that BLIP-2 uses; extra blocks and the
     classification head are ignored, as the original's non-strict load did.
     """
+    import torch
+
     out: dict[str, torch.Tensor] = {}
     for key, value in state.items():
         block = re.match(r"^blocks\.(\d+)\.", key)

@@ -18,12 +18,12 @@ import numpy as np
 import torch
 
 from . import cache, pixels, subtitles, video, vidtok
+from .defaults import AUTO_MODEL, DEFAULT_PROMPT  # noqa: F401  (re-exported: pipeline.AUTO_MODEL)
 from .errors import ContextLengthError, LlamaVidError, UsageError, VideoError
 from .loader import Loaded
 from .model.llamavid import IMAGE_PLACEHOLDER, CallbackStreamer, FrameTokens
 from .model.prompt import IMAGE_TOKEN, Conversation, movie_text, tokenize_prompt
 
-DEFAULT_PROMPT = "Describe this video in detail."
 DECODE_BATCH = 16  # frames decoded and pushed through the tower together
 
 
@@ -393,7 +393,6 @@ def build_prompt(
     return tokenize_prompt(loaded.tokenizer, conversation.prompt(question, video_text))
 
 
-AUTO_MODEL = "auto"
 SHORT_MODEL, LONG_MODEL = "vid-7b", "long-7b"
 SHORT_CONTEXT = 4096
 PROMPT_ALLOWANCE = 160  # template + question, estimated before any tokenizer is loaded

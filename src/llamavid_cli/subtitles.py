@@ -70,9 +70,9 @@ from pathlib import Path
 import av
 import numpy as np
 
+from .defaults import DEFAULT_WHISPER
 from .errors import DownloadError, LlamaVidError, VideoError
 
-DEFAULT_WHISPER = "openai/whisper-large-v3"
 SAMPLE_RATE = 16_000  # Whisper's input rate (Hz)
 MIN_AVG_LOGPROB = -2.0  # the original's MIN_CONFIDENCE: keep segments with avg_logprob >= -2
 

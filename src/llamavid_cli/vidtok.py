@@ -16,12 +16,13 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from . import __version__
 from .errors import VidtokError
+
+if TYPE_CHECKING:  # imported where tensors are written, so `llamavid cache list` does without it
+    import torch
 
 FORMAT = "llamavid.vidtok"
 FORMAT_VERSION = 1
@@ -78,6 +79,7 @@ def check_writable(path: Path) -> None:
 
 def write(path: Path, vidtok: Vidtok) -> Path:
     """Write to a temp file in the target folder, then rename: never a half-written .vidtok."""
+    import torch
     from safetensors.torch import save_file
 
     path = Path(path)
@@ -116,7 +118,8 @@ def read(path: Path, tensors: bool = True) -> Vidtok:
     if not path.is_file():
         raise VidtokError(f"{path} does not exist")
     try:
-        with safe_open(str(path), framework="pt") as f:
+        # headers only: numpy is enough to read shapes, and far quicker to import than torch
+        with safe_open(str(path), framework="pt" if tensors else "numpy") as f:
             meta = f.metadata() or {}
             keys = set(f.keys())
             data = {k: (f.get_tensor(k) if tensors else f.get_slice(k)) for k in keys}

@@ -5,19 +5,19 @@ from __future__ import annotations
 import atexit
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from .. import pipeline, settings, video
-from ..chat import ChatSession
-from ..errors import ContextLengthError
-from ..loader import identify
-from ..subtitles import DEFAULT_WHISPER, read_subtitles
+from .. import settings
+from ..defaults import DEFAULT_WHISPER
 from . import options as o
 from .app import app
 from .common import existing_file, load, pick_model
 from .output import Output
+
+if TYPE_CHECKING:
+    from ..chat import ChatSession
 
 # room kept for the questions of a chat when --fit chooses how many frames to keep
 CHAT_QUESTION_ALLOWANCE = "x " * 48
@@ -99,6 +99,12 @@ def chat(
 
     With stdin piped, each line is one question and each answer is printed on its own line.
     """
+    from .. import pipeline, video
+    from ..chat import ChatSession
+    from ..errors import ContextLengthError
+    from ..loader import identify
+    from ..subtitles import read_subtitles
+
     out = Output()
     existing_file(source)
     sampling = pipeline.Sampling(fps, max_frames, o.parse_time(start, "--start"), o.parse_time(end, "--end"))

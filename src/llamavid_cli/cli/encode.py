@@ -8,9 +8,8 @@ from typing import Annotated, Optional
 
 import typer
 
-from .. import pipeline, video, vidtok
+from ..defaults import AUTO_MODEL, DEFAULT_PROMPT, DEFAULT_WHISPER
 from ..errors import LlamaVidError, UsageError
-from ..subtitles import DEFAULT_WHISPER, read_subtitles
 from . import options as o
 from .app import app
 from .common import existing_file, load, pick_model
@@ -39,7 +38,7 @@ def encode(
     ] = None,
     prompt: Annotated[
         str, typer.Option("--prompt", "-p", help="Instruction the stored context tokens are computed for.")
-    ] = pipeline.DEFAULT_PROMPT,
+    ] = DEFAULT_PROMPT,
     keep_features: Annotated[
         bool,
         typer.Option("--keep-features", help="Also store the visual features (float16) so every later question gets its own context tokens."),
@@ -67,6 +66,9 @@ def encode(
 
       llamavid encode clips/*.mp4 -o tokens/
     """
+    from .. import pipeline, video, vidtok
+    from ..subtitles import read_subtitles
+
     out = Output(json_out)
     for v in videos:
         existing_file(v)
@@ -78,7 +80,7 @@ def encode(
     sampling = pipeline.Sampling(fps, max_frames, o.parse_time(start, "--start"), o.parse_time(end, "--end"))
     if subtitles:
         read_subtitles(subtitles)  # a malformed file fails now, not after the model loads
-    if model == pipeline.AUTO_MODEL:
+    if model == AUTO_MODEL:
         model = pick_model(out, model, [v for v in videos if video.is_media(v)], sampling, 0)
     loaded = load(out, model, device, dtype, quantize, eva_weights, long_video)
     results, failed = [], 0
@@ -98,6 +100,8 @@ def encode(
 
 
 def _encode_one(out: Output, loaded, source: Path, target: Path, prompt: str, sampling, keep: bool, subs) -> dict:
+    from .. import pipeline, video, vidtok
+
     expected = None
     if not video.is_image(source):
         info = video.probe(source)

@@ -10,13 +10,17 @@ from typing import Annotated, Optional
 
 import typer
 
-from .. import pipeline, video
+from typing import TYPE_CHECKING
+
+from ..defaults import AUTO_MODEL, DEFAULT_WHISPER
 from ..errors import LlamaVidError, UsageError
-from ..subtitles import DEFAULT_WHISPER
 from . import options as o
 from .app import app
 from .common import load, pick_model
 from .output import Output
+
+if TYPE_CHECKING:
+    from .. import pipeline
 
 SUMMARY_PROMPT = "Summarize this video: what happens, who appears and where it takes place."
 FORMATS = ("txt", "md", "json")
@@ -49,6 +53,8 @@ MEDIA_SUFFIXES = {
 
 
 def _media(path: Path) -> bool:
+    from .. import pipeline, video
+
     return path.suffix.lower() in MEDIA_SUFFIXES or pipeline.is_vidtok(path) or video.is_media(path)
 
 
@@ -116,6 +122,8 @@ def summarize(
 
       llamavid summarize 'clips/*.mp4' --json --shard 1/2 > part1.jsonl
     """
+    from .. import pipeline
+
     if fmt not in FORMATS:
         raise typer.BadParameter(f"{fmt!r} is not one of {', '.join(FORMATS)}", param_hint="--format")
     out = Output(json_out)
@@ -129,7 +137,7 @@ def summarize(
         return
     generation = pipeline.GenerationSettings(temperature, top_p, max_new_tokens, seed)
     sampling = pipeline.Sampling(fps, max_frames, o.parse_time(start, "--start"), o.parse_time(end, "--end"))
-    if model == pipeline.AUTO_MODEL:  # one model for the batch: the long one if any video needs it
+    if model == AUTO_MODEL:  # one model for the batch: the long one if any video needs it
         videos = [f for f in files if not pipeline.is_vidtok(f)]
         model = pick_model(out, model, videos, sampling, max_new_tokens)
     loaded = load(out, model, device, dtype, quantize, eva_weights, long_video)
