@@ -40,6 +40,13 @@ class Boundary(TyperGroup):
         ctx.meta["llamavid.json"] = JSON_FLAG in words
         return super().parse_args(ctx, args)
 
+    def make_context(self, *args, **kwargs) -> typer.Context:
+        try:  # parsing and the eager options (--help, --version) run here, before invoke
+            return super().make_context(*args, **kwargs)
+        except KeyboardInterrupt:
+            typer.echo("Interrupted.", err=True)
+            raise typer.Exit(INTERRUPTED) from None
+
     def invoke(self, ctx: typer.Context):
         try:
             return super().invoke(ctx)
