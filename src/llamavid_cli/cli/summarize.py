@@ -6,11 +6,9 @@ import glob
 import json
 import zlib
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
-
-from typing import TYPE_CHECKING
 
 from ..defaults import AUTO_MODEL, DEFAULT_WHISPER
 from ..errors import LlamaVidError, UsageError
