@@ -5,6 +5,7 @@ import os
 import re
 import pty
 import select
+import signal
 import subprocess
 import sys
 import termios
@@ -93,6 +94,7 @@ def test_ctrl_c_stops_the_answer_and_the_chat_goes_on(clip, talkative_ckpt, tmp_
     def own_terminal():  # make the pty the child's controlling terminal, so Ctrl-C reaches it
         os.setsid()
         fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+        signal.signal(signal.SIGINT, signal.SIG_DFL)  # even when pytest runs in the background (SIGINT ignored)
 
     proc = subprocess.Popen(
         [sys.executable, "-m", "llamavid_cli", "chat", str(clip), "--model", str(tiny_video_ckpt),

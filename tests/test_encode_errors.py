@@ -135,6 +135,7 @@ def test_ctrl_c_during_an_encode_leaves_no_file(tiny_video_ckpt, tmp_path):
         [sys.executable, "-m", "llamavid_cli", "encode", str(source), "--model", str(tiny_video_ckpt),
          "-o", str(out / "long.vidtok"), "--fps", "25", *CPU],
         stdout=subprocess.PIPE, stderr=slave, env={**os.environ, "TERM": "xterm", "COLUMNS": "100"},
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),  # as a shell's foreground job
     )
     os.close(slave)
     seen, signalled = b"", False

@@ -120,9 +120,16 @@ def test_shell_completion_answers_without_the_heavy_stack():
 # --- Ctrl-C, whenever it lands --------------------------------------------------------------
 
 
+def interruptible() -> None:
+    """In the child: Ctrl-C as a shell's foreground job gets it, even when pytest itself was started
+    in the background (`cmd &` makes a non-interactive shell ignore SIGINT, and children inherit that)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _signal_after(cmd, ready, timeout=120, env=None):
     """Start `cmd`, send SIGINT once a stderr line satisfies `ready`, return (rc, stderr)."""
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                            preexec_fn=interruptible)
     lines = []
     deadline = time.monotonic() + timeout
     try:
