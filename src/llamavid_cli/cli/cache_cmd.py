@@ -3,20 +3,25 @@
 from __future__ import annotations
 
 import time
+from typing import TYPE_CHECKING
 
 import typer
 
-from .. import cache, vidtok
 from ..errors import VidtokError
 from . import options as o
 from .app import app
 from .output import Output
+
+if TYPE_CHECKING:
+    from .. import cache
 
 cache_app = typer.Typer(help="Encodes kept between runs so repeated questions skip decoding.", no_args_is_help=True)
 app.add_typer(cache_app, name="cache")
 
 
 def _describe(entry: cache.Entry) -> dict:
+    from .. import vidtok
+
     row = {"file": str(entry.path), "bytes": entry.size, "last_used": time.strftime("%Y-%m-%d %H:%M", time.localtime(entry.used))}
     try:
         stored = vidtok.read_header(entry.path)
@@ -31,6 +36,8 @@ def list_entries(json_out: o.JsonOpt = False) -> None:
     """Show cached encodes, most recently used first, and the size limit."""
     from rich.console import Console
     from rich.table import Table
+
+    from .. import cache
 
     rows = [_describe(e) for e in cache.entries()]
     total = sum(r["bytes"] for r in rows)
@@ -48,5 +55,7 @@ def list_entries(json_out: o.JsonOpt = False) -> None:
 @cache_app.command("clear")
 def clear_entries() -> None:
     """Delete every cached encode."""
+    from .. import cache
+
     count = cache.clear()
     Output().info(f"Removed {count} cached encode{'s' if count != 1 else ''}.")
