@@ -2,6 +2,9 @@
 
 import json
 import os
+import pty
+import re
+import select
 import signal
 import struct
 import subprocess
@@ -178,17 +181,44 @@ def test_a_vidtok_of_a_newer_format_asks_for_an_upgrade(clip, tiny_video_ckpt, t
 
 
 def test_ctrl_c_during_an_encode_leaves_no_file(tiny_video_ckpt, tmp_path):
+    """stderr is a terminal here (a pty), so the real progress bar is drawn; SIGINT goes once it shows a rate."""
     source = media.make_video(tmp_path / "long.mp4", seconds=120, fps=25, width=320, height=240)
     out = tmp_path / "out"
     out.mkdir()
+    master, slave = pty.openpty()
     proc = subprocess.Popen(
         [sys.executable, "-m", "llamavid_cli", "encode", str(source), "--model", str(tiny_video_ckpt),
          "-o", str(out / "long.vidtok"), "--fps", "25", *CPU],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, env={**os.environ},
+        stdout=subprocess.PIPE, stderr=slave, env={**os.environ, "TERM": "xterm", "COLUMNS": "100"},
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),  # as a shell's foreground job
     )
-    time.sleep(6)
-    proc.send_signal(signal.SIGINT)
-    _, stderr = proc.communicate(timeout=60)
-    assert proc.returncode == 130, stderr.decode()
-    assert stderr.decode().strip().splitlines()[-1] == "Interrupted."
-    assert leftovers(out) == []
+    os.close(slave)
+    seen, signalled = b"", False
+    deadline = time.monotonic() + 300
+    try:
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([master], [], [], 1.0)
+            if ready:
+                try:
+                    chunk = os.read(master, 65536)
+                except OSError:  # EIO: the child closed the terminal
+                    break
+                if not chunk:
+                    break
+                seen += chunk
+            if not signalled and b"frames/s" in seen:
+                proc.send_signal(signal.SIGINT)
+                signalled = True
+            if proc.poll() is not None and not ready:
+                break
+        proc.wait(timeout=60)
+    finally:
+        os.close(master)
+        proc.kill()
+        proc.wait()
+    text = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]|\r", "", seen.decode(errors="replace"))
+    assert signalled, "no progress line appeared:\n" + text[-2000:]
+    assert proc.returncode == 130, text[-2000:]
+    assert "Traceback" not in text
+    assert text.strip().splitlines()[-1] == "Interrupted."
+    assert sorted(p.name for p in out.iterdir()) == []  # neither the .vidtok nor its temp file

@@ -1,5 +1,5 @@
 """`python -m llamavid_cli` runs the CLI."""
 
-from .cli.app import main
+from .cli.entry import main
 
 main()

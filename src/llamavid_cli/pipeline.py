@@ -20,13 +20,13 @@ import torch
 
 from . import cache, checkpoints, context, pixels, speech, subtitles, video, vidtok
 from .config import read_config
+from .defaults import AUTO_MODEL, DEFAULT_PROMPT  # noqa: F401  (re-exported: pipeline.AUTO_MODEL)
 from .context import build_prompt, context_error
 from .errors import LlamaVidError, UsageError, VideoError
 from .loader import Loaded
 from .model.llamavid import IMAGE_PLACEHOLDER, CallbackStreamer, FrameTokens
 from .video import Sampling  # (frame choice is video.py's; callers know it as pipeline.Sampling)
 
-DEFAULT_PROMPT = "Describe this video in detail."
 DECODE_BATCH = 16  # frames decoded and pushed through the tower together
 
 # Given the number of frames about to be decoded, a context manager around the decoding that
@@ -421,7 +421,6 @@ def cached(loaded: Loaded, info: dict, sampling: Sampling) -> Prepared | None:
     return from_vidtok(stored, keep)
 
 
-AUTO_MODEL = "auto"
 SHORT_MODEL, LONG_MODEL = "vid-7b", "long-7b"
 SHORT_CONTEXT = 4096
 PROMPT_ALLOWANCE = 160  # template + question, estimated before any tokenizer is loaded

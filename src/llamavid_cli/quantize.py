@@ -19,7 +19,8 @@ def quantize_llm(llm: nn.Module, mode: str, compute_dtype: torch.dtype = torch.f
         import bitsandbytes as bnb
     except ImportError:
         raise UsageError(
-            "--quantize needs bitsandbytes: pip install 'llamavid-cli[quant]' (or pip install bitsandbytes)"
+            "--quantize needs bitsandbytes: pip install 'llamavid-cli[quant]' "
+            "(from a source checkout: pip install -e '.[quant]'; or just pip install bitsandbytes)"
         ) from None
     for layer in llm.model.layers:
         for parent in layer.modules():

@@ -14,7 +14,6 @@ holds top-level keys, e.g.:
 from __future__ import annotations
 
 import os
-import tomllib
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +29,36 @@ KEYS: dict[str, type] = {
     "temperature": float,
     "top_p": float,
     "max_new_tokens": int,
+}
+
+
+def env_var(key: str) -> str:
+    """The variable that sets a key's default: fps → LLAMAVID_FPS."""
+    return f"LLAMAVID_{key.upper()}"
+
+
+# Every variable llamavid reads, with what it does: the man page's ENVIRONMENT section is
+# rendered from this table, and a test checks the sources read nothing that is not in it.
+ENVIRONMENT: dict[str, str] = {
+    **{env_var(key): f"Default for --{key.replace('_', '-')} (config key {key})." for key in KEYS},
+    "LLAMAVID_CONFIG_DIR": "Folder holding config.toml (default: the user config folder, ~/.config/llamavid on Linux).",
+    "LLAMAVID_CACHE_DIR": "Folder of the encode cache (default: the user cache folder, ~/.cache/llamavid on Linux).",
+    "LLAMAVID_CACHE_SIZE": "Most the encode cache may hold, in bytes or with a unit (500M, 20G); default 20G.",
+    "LLAMAVID_DATA_DIR": "Folder of chat's line history (default: the user data folder, ~/.local/share/llamavid on Linux).",
+    "LLAMAVID_EVA_WEIGHTS": "LAVIS eva_vit_g.pth used when --eva-weights is not given (default: ./eva_vit_g.pth).",
+    "LLAMAVID_DEBUG": "Set to 1 to show tracebacks instead of one-line errors.",
+    "NO_COLOR": "Set to anything to print no colour.",
+    "HF_HOME": "Hugging Face folder; downloaded checkpoints live in its hub/ cache.",
+    "HF_HUB_OFFLINE": "Set to 1 to never reach the network: only checkpoints already in the cache are used.",
+}
+
+# Files llamavid reads or writes, for the man page's FILES section.
+FILES: dict[str, str] = {
+    "$LLAMAVID_CONFIG_DIR/config.toml": "Defaults for the options above, as top-level keys: " + ", ".join(KEYS) + ".",
+    "$LLAMAVID_CACHE_DIR/": "Cached encodes (*.vidtok) and transcripts (*.cues.json), least recently used evicted first "
+    "(llamavid cache list|clear).",
+    "$LLAMAVID_DATA_DIR/chat_history": "Lines typed in llamavid chat.",
+    "$HF_HOME/hub/": "Checkpoints from llamavid models pull (llamavid models list|rm).",
 }
 
 
@@ -57,6 +86,10 @@ def load() -> dict[str, Any]:
     path = config_path()
     if not path.is_file():
         return {}
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # Python 3.10: the same parser, as a package
+        import tomli as tomllib
     try:
         raw = tomllib.loads(path.read_text())
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:

@@ -46,10 +46,10 @@ from pathlib import Path
 import av
 import numpy as np
 
+from .defaults import DEFAULT_WHISPER  # noqa: F401  (re-exported: speech.DEFAULT_WHISPER)
 from .errors import DownloadError
 from .subtitles import Cue, SubtitleError, clock_origin, open_media
 
-DEFAULT_WHISPER = "openai/whisper-large-v3"
 SAMPLE_RATE = 16_000  # Whisper's input rate (Hz)
 MIN_AVG_LOGPROB = -2.0  # the original's MIN_CONFIDENCE: keep segments with avg_logprob >= -2
 

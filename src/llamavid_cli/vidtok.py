@@ -15,12 +15,13 @@ import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from . import __version__, paths
 from .errors import VidtokError
+
+if TYPE_CHECKING:  # imported where tensors are written, so `llamavid cache list` does without it
+    import torch
 
 FORMAT = "llamavid.vidtok"
 FORMAT_VERSION = 1
@@ -82,6 +83,7 @@ def write(path: Path, vidtok: Vidtok) -> Path:
     Any failure is one WriteError line naming `path` and the reason; a file already at `path`
     stays as it was."""
     from safetensors import SafetensorError
+    import torch
     from safetensors.torch import save_file
 
     path = Path(path)
@@ -111,7 +113,8 @@ def read(path: Path, tensors: bool = True) -> Vidtok:
 
     path = paths.regular_file(path, VidtokError, "a .vidtok file")
     try:
-        with safe_open(str(path), framework="pt") as f:
+        # headers only: numpy is enough to read shapes, and far quicker to import than torch
+        with safe_open(str(path), framework="pt" if tensors else "numpy") as f:
             meta = f.metadata() or {}
             keys = set(f.keys())
             if meta.get("format") != FORMAT:

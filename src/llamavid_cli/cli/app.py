@@ -1,35 +1,99 @@
 """The `llamavid` command: one Typer app, one error boundary.
 
-Exit codes: 0 success, 1 error (one `Error:` line on stderr), 2 usage, 130 interrupted.
+Exit codes: 0 success, 1 failure (one `Error:` line on stderr), 2 usage, 130 interrupted.
+With `--json`, a failure also prints `{"error": {"message", "type", "exit_code"}}` on stdout.
 Set LLAMAVID_DEBUG=1 to see tracebacks.
+
+Importing this module (and so `--help`, `--version`, shell completion, `cache`, `models`) loads
+typer and rich only: the command modules import torch, transformers and PyAV inside the
+commands that compute.
 """
 
 from __future__ import annotations
 
+import json
 import os
+import re
+import sys
 
-import click
 import typer
 from typer.core import TyperGroup
 
+try:  # typer >= 0.24 ships its own copy of click
+    from typer._click.exceptions import ClickException
+except ImportError:  # pragma: no cover - older typer on top of click
+    from click.exceptions import ClickException
+
 from .. import __version__, settings
 from ..errors import LlamaVidError
+from .entry import INTERRUPTED, unexpected
+
+JSON_FLAG = "--json"
 
 
 class Boundary(TyperGroup):
-    """Turns our exceptions and Ctrl-C into one line on stderr and a fixed exit code."""
+    """Turns every exception and Ctrl-C into one line on stderr and a fixed exit code."""
 
-    def invoke(self, ctx: click.Context):
+    def parse_args(self, ctx: typer.Context, args: list[str]) -> list[str]:
+        # Remembered before parsing, so that even a usage error answers `--json` with JSON.
+        words = args[: args.index("--")] if "--" in args else args
+        ctx.meta["llamavid.json"] = JSON_FLAG in words
+        return super().parse_args(ctx, args)
+
+    def make_context(self, *args, **kwargs) -> typer.Context:
+        try:  # parsing and the eager options (--help, --version) run here, before invoke
+            return super().make_context(*args, **kwargs)
+        except KeyboardInterrupt:
+            typer.echo("Interrupted.", err=True)
+            raise typer.Exit(INTERRUPTED) from None
+
+    def invoke(self, ctx: typer.Context):
         try:
             return super().invoke(ctx)
+        except (typer.Exit, typer.Abort):
+            raise
+        except ClickException as exc:  # usage errors: click words them, exit 2
+            hint = _quote_hint(exc)
+            if hint:
+                _fail(ctx, hint, "UsageError", exc.exit_code)
+            _json_error(ctx, exc.format_message(), "UsageError", exc.exit_code)
+            raise
         except LlamaVidError as exc:
             if os.environ.get("LLAMAVID_DEBUG"):
                 raise
-            click.echo(f"Error: {exc}", err=True)
-            ctx.exit(exc.exit_code)
+            _fail(ctx, str(exc), type(exc).__name__, exc.exit_code)
         except KeyboardInterrupt:
-            click.echo("Interrupted.", err=True)
-            ctx.exit(130)
+            typer.echo("Interrupted.", err=True)
+            ctx.exit(INTERRUPTED)
+        except Exception as exc:  # noqa: BLE001 - a bug or an unforeseen failure: still one line
+            if os.environ.get("LLAMAVID_DEBUG"):
+                raise
+            _fail(ctx, unexpected(exc), type(exc).__name__, 1)
+
+
+def _fail(ctx: typer.Context, message: str, kind: str, code: int) -> None:
+    _json_error(ctx, message, kind, code)
+    typer.echo(f"Error: {message}", err=True)
+    ctx.exit(code)
+
+
+def _json_error(ctx: typer.Context, message: str, kind: str, code: int) -> None:
+    if ctx.meta.get("llamavid.json"):
+        sys.stdout.write(json.dumps({"error": {"message": message, "type": kind, "exit_code": code}}) + "\n")
+        sys.stdout.flush()
+
+
+def _quote_hint(exc: ClickException) -> str | None:
+    """`llamavid ask v.mp4 who is the villain`: say to quote the question, in one line."""
+    ctx = getattr(exc, "ctx", None)
+    extra = re.fullmatch(r"Got unexpected extra argument.*? \((.*)\)", exc.format_message())
+    if ctx is None or extra is None or "question" not in ctx.params:
+        return None
+    source, question = ctx.params.get("source"), ctx.params["question"]
+    return (
+        f"the question must be one argument; put it in quotes: "
+        f"llamavid {ctx.info_name} {source} \"{question} {extra.group(1)}\""
+    )
 
 
 app = typer.Typer(
@@ -65,8 +129,7 @@ from . import ask, cache_cmd, chat, encode, info, models, summarize  # noqa: E40
 
 
 def main() -> None:
-    from transformers.utils import logging as hf_logging
+    """Kept for old installs whose `llamavid` script still points here; see `entry.main`."""
+    from .entry import main as entry_main
 
-    hf_logging.set_verbosity_error()  # transformers' own warnings are not for our users; errors still show
-    app(prog_name="llamavid")
-
+    entry_main()

@@ -8,11 +8,8 @@ from typing import Annotated, Optional
 
 import typer
 
-from .. import pipeline
+from ..defaults import DEFAULT_WHISPER
 from ..errors import UsageError
-from ..loader import describe, identify
-from ..speech import DEFAULT_WHISPER
-from ..subtitles import read_subtitles
 from . import options as o
 from .app import app
 from .common import existing_file, load, pick_model
@@ -35,7 +32,7 @@ def read_history(path: Path | None) -> list[tuple[str, str]]:
 @app.command()
 def ask(
     source: Annotated[Path, typer.Argument(help="A video, an image or a .vidtok file.", show_default=False)],
-    question: Annotated[str, typer.Argument(help="What to ask about it.", show_default=False)],
+    question: o.QuestionArg,
     model: o.ModelOpt = o.DEFAULTS["model"],
     device: o.DeviceOpt = "auto",
     dtype: o.DtypeOpt = "auto",
@@ -68,6 +65,10 @@ def ask(
 
       llamavid ask clip.vidtok "what happens at the end?" --temperature 0 --json
     """
+    from .. import pipeline
+    from ..loader import describe, identify
+    from ..subtitles import read_subtitles
+
     out = Output(json_out)
     existing_file(source)
     turns = read_history(history)

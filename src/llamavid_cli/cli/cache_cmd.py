@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 import time
+from typing import TYPE_CHECKING
 
 import typer
-from rich.console import Console
-from rich.table import Table
 
-from .. import cache, vidtok
 from ..errors import VidtokError
 from . import options as o
 from .app import app
 from .output import Output, count
+
+if TYPE_CHECKING:
+    from .. import cache
 
 cache_app = typer.Typer(help="Encodes kept between runs so repeated questions skip decoding.", no_args_is_help=True)
 app.add_typer(cache_app, name="cache")
@@ -36,6 +37,8 @@ def readable_model(name: str) -> str:
 
 
 def _describe(entry: cache.Entry) -> dict:
+    from .. import vidtok
+
     row = {"file": str(entry.path), "bytes": entry.size, "last_used": time.strftime("%Y-%m-%d %H:%M", time.localtime(entry.used))}
     try:
         stored = vidtok.read_header(entry.path)
@@ -49,6 +52,11 @@ def _describe(entry: cache.Entry) -> dict:
 @cache_app.command("list")
 def list_entries(json_out: o.JsonOpt = False) -> None:
     """Show cached encodes (most recently used first), unfinished writes, and the size limit."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from .. import cache
+
     limit = cache.size_limit()  # a bad LLAMAVID_CACHE_SIZE is refused before anything is printed
     rows = [_describe(e) for e in cache.entries()]
     temps = cache.temp_files()
@@ -79,6 +87,8 @@ def list_entries(json_out: o.JsonOpt = False) -> None:
 @cache_app.command("clear")
 def clear_entries() -> None:
     """Delete every cached encode, kept transcript and unfinished write."""
+    from .. import cache
+
     removed, temps = cache.clear()
     extra = f" and {count(temps, 'unfinished write')}" if temps else ""
     Output().info(f"Removed {count(removed, 'cached encode')}{extra}.")

@@ -5,20 +5,19 @@ from __future__ import annotations
 import atexit
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from .. import pipeline, settings
-from ..chat import ChatSession, open_source
-from ..errors import ContextLengthError
-from ..loader import identify
-from ..speech import DEFAULT_WHISPER
-from ..subtitles import read_subtitles
+from .. import settings
+from ..defaults import DEFAULT_WHISPER
 from . import options as o
 from .app import app
 from .common import existing_file, load, pick_model
 from .output import Output
+
+if TYPE_CHECKING:
+    from ..chat import ChatSession
 
 HELP = """Commands:
   /reset        forget the conversation (the video stays loaded)
@@ -97,6 +96,12 @@ def chat(
 
     With stdin piped, each line is one question and each answer is printed on its own line.
     """
+    from .. import pipeline
+    from ..chat import ChatSession, open_source
+    from ..errors import ContextLengthError
+    from ..loader import identify
+    from ..subtitles import read_subtitles
+
     out = Output()
     existing_file(source)
     if not no_cache:

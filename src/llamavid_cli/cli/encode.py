@@ -7,10 +7,8 @@ from typing import Annotated, Optional
 
 import typer
 
-from .. import pipeline, video, vidtok
+from ..defaults import AUTO_MODEL, DEFAULT_PROMPT, DEFAULT_WHISPER
 from ..errors import LlamaVidError, UsageError
-from ..speech import DEFAULT_WHISPER
-from ..subtitles import read_subtitles
 from . import options as o
 from .app import app
 from .common import load, pick_model
@@ -56,7 +54,7 @@ def encode(
     ] = None,
     prompt: Annotated[
         str, typer.Option("--prompt", "-p", help="Instruction the stored context tokens are computed for.")
-    ] = pipeline.DEFAULT_PROMPT,
+    ] = DEFAULT_PROMPT,
     force: Annotated[bool, typer.Option("--force", "-f", help="Replace .vidtok files that already exist.")] = False,
     keep_features: Annotated[
         bool,
@@ -85,6 +83,9 @@ def encode(
 
       llamavid encode clips/*.mp4 -o tokens/
     """
+    from .. import pipeline, video, vidtok
+    from ..subtitles import read_subtitles
+
     out = Output(json_out)
     from ..paths import regular_file
 
@@ -98,7 +99,7 @@ def encode(
     sampling = pipeline.Sampling(fps, max_frames, o.parse_time(start, "--start"), o.parse_time(end, "--end"))
     if subtitles:
         read_subtitles(subtitles, on_warning=out.warn)  # a malformed file fails now, not after the model loads
-    if model == pipeline.AUTO_MODEL:
+    if model == AUTO_MODEL:
         model = pick_model(out, model, [v for v in videos if video.is_media(v)], sampling, 0)
     loaded = load(out, model, device, dtype, quantize, eva_weights, long_video)
     results, failed = [], 0
@@ -118,6 +119,8 @@ def encode(
 
 
 def _encode_one(out: Output, loaded, source: Path, target: Path, prompt: str, sampling, keep: bool, subs) -> dict:
+    from .. import pipeline, vidtok
+
     with out.frames(source.name, pipeline.expected_frames(source, sampling)) as advance:
         encoded = pipeline.encode_source(loaded, source, prompt, sampling, keep_features=keep, on_frames=advance)
     for warning in encoded.warnings:

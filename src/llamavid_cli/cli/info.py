@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.console import Console
-from rich.table import Table
 
-from .. import vidtok
 from . import options as o
 from .app import app
+from .common import existing_file
 from .output import Output
+
+if TYPE_CHECKING:
+    from .. import vidtok
 
 
 def summary(path: Path, stored: vidtok.Vidtok) -> dict:
@@ -41,6 +42,12 @@ def info(
     json_out: o.JsonOpt = False,
 ) -> None:
     """Show what a .vidtok file holds: frames, model, prompt, source."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from .. import vidtok
+
+    existing_file(file)
     data = summary(file, vidtok.read(file))
     out = Output(json_out)
     if json_out:

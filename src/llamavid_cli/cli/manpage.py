@@ -9,7 +9,7 @@ from __future__ import annotations
 import click
 import typer
 
-from .. import __version__
+from .. import __version__, settings
 
 
 def _roff(text: str) -> str:
@@ -31,6 +31,10 @@ def _option(param: click.Parameter) -> str:
     if getattr(param, "envvar", None):
         help_text += f" [env: {param.envvar}]"
     return f".TP\n{names}\n{_roff(help_text)}\n"
+
+
+def _entry(name: str, text: str) -> str:
+    return f".TP\n\\fB{_roff(name)}\\fR\n{_roff(text)}"
 
 
 def _commands(group: click.Group, prefix: str) -> list[str]:
@@ -65,12 +69,10 @@ def render(app: typer.Typer) -> str:
         ),
     ]
     lines += _commands(group, "llamavid")
+    lines += [".SH ENVIRONMENT", _roff("Flags beat these variables, which beat config.toml, which beats the built-in defaults.")]
+    lines += [_entry(name, text) for name, text in settings.ENVIRONMENT.items()]
+    lines += [".SH FILES"] + [_entry(name, text) for name, text in settings.FILES.items()]
     lines += [
-        ".SH ENVIRONMENT",
-        ".TP\n\\fBLLAMAVID_MODEL\\fR, \\fBLLAMAVID_DEVICE\\fR, \\fBLLAMAVID_DTYPE\\fR, \\fBLLAMAVID_QUANTIZE\\fR\nDefaults for the matching options.",
-        ".TP\n\\fBLLAMAVID_DEBUG\\fR\nShow tracebacks instead of one\\-line errors.",
-        ".TP\n\\fBNO_COLOR\\fR\nNo colour on stderr.",
-        ".TP\n\\fBHF_HOME\\fR, \\fBHF_HUB_OFFLINE\\fR\nWhere downloaded checkpoints live; offline mode.",
         ".SH EXIT STATUS",
         "0 success, 1 error, 2 usage error, 130 interrupted.",
     ]

@@ -14,9 +14,6 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
-from rich import box
-from rich.console import Console
-from rich.table import Table
 
 from .. import checkpoints
 from ..errors import CheckpointError, LlamaVidError, UsageError
@@ -151,6 +148,10 @@ def list_models(json_out: o.JsonOpt = False) -> None:
 
       llamavid models list --json
     """
+    from rich import box
+    from rich.console import Console
+    from rich.table import Table
+
     rows = statuses()
     if json_out:
         Output(True).json([asdict(r) for r in rows])

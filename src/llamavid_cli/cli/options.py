@@ -8,12 +8,15 @@ from typing import Annotated, Optional
 
 import typer
 
+from .. import settings
 from ..checkpoints import ALIASES
+
+ENV = {key: settings.env_var(key) for key in settings.KEYS}  # --fps → LLAMAVID_FPS, …
 
 ModelOpt = Annotated[
     str,
     typer.Option(
-        "--model", "-m", envvar="LLAMAVID_MODEL",
+        "--model", "-m", envvar=ENV["model"],
         help=f"Checkpoint: auto (vid-7b when the video fits its 4K context, else long-7b), an alias "
         f"({', '.join(ALIASES)}), a hub id or a local folder.",
     ),
@@ -28,15 +31,15 @@ LongVideoOpt = Annotated[
     ),
 ]
 DeviceOpt = Annotated[
-    str, typer.Option("--device", envvar="LLAMAVID_DEVICE", help="auto, cpu, cuda, cuda:N or mps.")
+    str, typer.Option("--device", envvar=ENV["device"], help="auto, cpu, cuda, cuda:N or mps.")
 ]
 DtypeOpt = Annotated[
     str,
-    typer.Option("--dtype", envvar="LLAMAVID_DTYPE", help="auto (float16 on GPUs, float32 on CPU), float32, float16, bfloat16."),
+    typer.Option("--dtype", envvar=ENV["dtype"], help="auto (float16 on GPUs, float32 on CPU), float32, float16, bfloat16."),
 ]
 QuantizeOpt = Annotated[
     str,
-    typer.Option("--quantize", envvar="LLAMAVID_QUANTIZE", help="LLM weights: none, 8bit or 4bit (NF4, needs bitsandbytes)."),
+    typer.Option("--quantize", envvar=ENV["quantize"], help="LLM weights: none, 8bit or 4bit (NF4, needs bitsandbytes)."),
 ]
 EvaOpt = Annotated[
     Optional[Path],
@@ -59,13 +62,25 @@ NoCacheOpt = Annotated[
     bool, typer.Option("--no-cache", help="Neither read nor write the encode cache for this run.")
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout instead of text.")]
-TemperatureOpt = Annotated[
-    float, typer.Option("--temperature", "-t", min=0.0, help="Sampling temperature; 0 is greedy and reproducible.")
+
+
+def shell_text(value: str) -> str:
+    """Text from the command line as the user meant it: bytes that are not UTF-8 (which Python
+    keeps as lone surrogates) become U+FFFD instead of breaking the tokenizer."""
+    return value.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+
+
+QuestionArg = Annotated[
+    str, typer.Argument(help="What to ask about it.", show_default=False, callback=shell_text)
 ]
-TopPOpt = Annotated[float, typer.Option("--top-p", min=0.0, max=1.0, help="Nucleus sampling mass.")]
-MaxNewTokensOpt = Annotated[int, typer.Option("--max-new-tokens", min=1, help="Longest answer, in tokens.")]
+
+TemperatureOpt = Annotated[
+    float, typer.Option("--temperature", "-t", min=0.0, envvar=ENV["temperature"], help="Sampling temperature; 0 is greedy and reproducible.")
+]
+TopPOpt = Annotated[float, typer.Option("--top-p", min=0.0, max=1.0, envvar=ENV["top_p"], help="Nucleus sampling mass.")]
+MaxNewTokensOpt = Annotated[int, typer.Option("--max-new-tokens", min=1, envvar=ENV["max_new_tokens"], help="Longest answer, in tokens.")]
 SeedOpt = Annotated[Optional[int], typer.Option("--seed", help="Seed for sampling, for repeatable answers.")]
-FpsOpt = Annotated[float, typer.Option("--fps", min=0.0, help="Frames sampled per second of video (released models: 1).")]
+FpsOpt = Annotated[float, typer.Option("--fps", min=0.0, envvar=ENV["fps"], help="Frames sampled per second of video (released models: 1).")]
 MaxFramesOpt = Annotated[Optional[int], typer.Option("--max-frames", min=1, help="Keep at most N evenly spaced frames.")]
 StartOpt = Annotated[Optional[str], typer.Option("--start", help="Start of the time range: seconds, MM:SS or H:MM:SS.")]
 EndOpt = Annotated[Optional[str], typer.Option("--end", help="End of the time range: seconds, MM:SS or H:MM:SS.")]

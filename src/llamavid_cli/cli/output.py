@@ -1,7 +1,8 @@
 """One output sink: results on stdout, progress and diagnostics on stderr.
 
 Rich honours NO_COLOR and drops decoration when a stream is not a terminal; `--json` turns
-off everything decorative so stdout holds exactly one JSON document.
+off everything decorative so stdout holds exactly one JSON document. rich's console and
+progress modules are imported when an Output is made, not when the CLI starts.
 """
 
 from __future__ import annotations
@@ -10,14 +11,16 @@ import json
 import sys
 import time
 from contextlib import contextmanager
-from typing import Any, Callable, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterator
 
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskProgressColumn, TextColumn, TimeRemainingColumn
+if TYPE_CHECKING:
+    from rich.progress import Progress
 
 
 class Output:
     def __init__(self, json_mode: bool = False):
+        from rich.console import Console
+
         self.json_mode = json_mode
         self.err = Console(stderr=True, highlight=False, soft_wrap=True)
         self.streamed = False
@@ -61,6 +64,8 @@ class Output:
 
     def progress(self, description: str = "frames") -> Progress:
         """Frames done, frames/s and ETA on stderr; silent when stderr is not a terminal."""
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskProgressColumn, TextColumn, TimeRemainingColumn
+
         return Progress(
             TextColumn("{task.description}"),
             BarColumn(),

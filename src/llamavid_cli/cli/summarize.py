@@ -7,18 +7,20 @@ import json
 import zlib
 from dataclasses import dataclass
 from pathlib import Path, PurePath
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 
-from .. import pipeline, video
+from ..defaults import AUTO_MODEL, DEFAULT_WHISPER
 from ..errors import LlamaVidError, UsageError
 from ..paths import is_regular, reason, regular_file, write_text
-from ..speech import DEFAULT_WHISPER
 from . import options as o
 from .app import app
 from .common import load, pick_model
 from .output import Output, about
+
+if TYPE_CHECKING:
+    from .. import pipeline
 
 SUMMARY_PROMPT = "Summarize this video: what happens, who appears and where it takes place."
 FORMATS = ("txt", "md", "json")
@@ -93,6 +95,8 @@ MEDIA_SUFFIXES = {
 
 
 def _media(path: Path) -> bool:
+    from .. import pipeline, video
+
     return path.suffix.lower() in MEDIA_SUFFIXES or pipeline.is_vidtok(path) or video.is_media(path)
 
 
@@ -169,6 +173,8 @@ def summarize(
 
       llamavid summarize 'clips/*.mp4' --json --shard 1/2 > part1.jsonl
     """
+    from .. import pipeline
+
     if fmt not in FORMATS:
         raise typer.BadParameter(f"{fmt!r} is not one of {', '.join(FORMATS)}", param_hint="--format")
     if skip_existing and not out_dir:
@@ -193,7 +199,7 @@ def summarize(
         return
     generation = pipeline.GenerationSettings(temperature, top_p, max_new_tokens, seed)
     sampling = pipeline.Sampling(fps, max_frames, o.parse_time(start, "--start"), o.parse_time(end, "--end"))
-    if model == pipeline.AUTO_MODEL:  # one model for the batch: the long one if any video needs it
+    if model == AUTO_MODEL:  # one model for the batch: the long one if any video needs it
         videos = [f for f in files if not pipeline.is_vidtok(f)]
         model = pick_model(out, model, videos, sampling, max_new_tokens)
     loaded = load(out, model, device, dtype, quantize, eva_weights, long_video)

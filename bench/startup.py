@@ -1,0 +1,85 @@
+"""Start-up time of the light commands against the libraries a Typer CLI cannot do without.
+
+    python bench/startup.py              # 10 runs of each, interleaved
+    python bench/startup.py --runs 30
+
+Each run is a fresh `python` process: `-c "import typer, rich"` (the floor), `-m llamavid_cli
+--help` and `-m llamavid_cli cache list` on an empty cache, `import torch` to show what is no
+longer paid, and a one-command typer app that is run (what any typer >= 0.24 command costs). Runs are interleaved so a busy machine slows all of them alike.
+Target (issue 8): the median of each llamavid command is at most 2x the floor's. Prints a
+table, then one JSON line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+TARGET = 2.0
+
+CASES = {
+    "import typer, rich": ["-c", "import typer, rich"],
+    "llamavid --help": ["-m", "llamavid_cli", "--help"],
+    "llamavid cache list": ["-m", "llamavid_cli", "cache", "list"],
+    "import torch (for scale)": ["-c", "import torch"],
+    # typer >= 0.24 converts every parameter value through pydantic, so running any command costs
+    # that import; this one-command app shows the part of `cache list` that is typer's own
+    "typer app, one command run": [
+        "-c", "import typer\napp = typer.Typer()\n@app.command()\ndef f(json: bool = False): pass\napp([], standalone_mode=False)",
+    ],
+}
+
+
+def wall(args: list[str], env: dict[str, str]) -> float:
+    started = time.perf_counter()
+    subprocess.run([sys.executable, *args], env=env, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return time.perf_counter() - started
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--runs", type=int, default=10)
+    args = parser.parse_args()
+
+    workdir = Path(tempfile.mkdtemp(prefix="llamavid-bench-startup-"))
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT / "src"), os.environ.get("PYTHONPATH")])),
+        "LLAMAVID_CACHE_DIR": str(workdir / "cache"),
+        "LLAMAVID_CONFIG_DIR": str(workdir / "config"),
+    }
+    for argv in CASES.values():  # warm the page cache and the .pyc files
+        wall(argv, env)
+    times: dict[str, list[float]] = {name: [] for name in CASES}
+    for _ in range(args.runs):
+        for name, argv in CASES.items():
+            times[name].append(wall(argv, env))
+
+    floor = statistics.median(times["import typer, rich"])
+    rows = {
+        name: {"median_s": statistics.median(t), "min_s": min(t), "max_s": max(t),
+               "ratio": statistics.median(t) / floor}
+        for name, t in times.items()
+    }
+    print(f"{'command':<28}{'median (s)':>12}{'min (s)':>10}{'max (s)':>10}{'x floor':>10}")
+    for name, row in rows.items():
+        print(f"{name:<28}{row['median_s']:>12.3f}{row['min_s']:>10.3f}{row['max_s']:>10.3f}{row['ratio']:>10.2f}")
+    passed = all(rows[name]["ratio"] <= TARGET for name in ("llamavid --help", "llamavid cache list"))
+    print(f"target: llamavid --help and cache list within {TARGET:g}x of the floor: {'pass' if passed else 'FAIL'}")
+    print(json.dumps({
+        "runs": args.runs, "python": sys.version.split()[0], "cpus": os.cpu_count(),
+        "target_ratio": TARGET, "pass": passed,
+        "cases": {name: {k: round(v, 4) for k, v in row.items()} for name, row in rows.items()},
+    }))
+
+
+if __name__ == "__main__":
+    main()
