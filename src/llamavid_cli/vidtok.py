@@ -179,12 +179,16 @@ def _check_tensors(path: Path, layout: dict[str, tuple[tuple, str]], data: dict,
         raise _damaged(path, f"content width {shape['content'][2]} differs from context width {shape['context'][1]}")
     if 0 in shape["content"][1:] or ("features" in shape and 0 in shape["features"][1:]):
         raise _damaged(path, "an empty token or feature dimension")
-    stamps = data["timestamps"]
-    if not torch.isfinite(stamps).all() or (stamps < 0).any():
+    import numpy as np
+
+    stamps = np.asarray(data["timestamps"])  # a torch tensor, or numpy for a header-only read
+    if not np.isfinite(stamps).all() or (stamps < 0).any():
         raise _damaged(path, "timestamps that are negative or not finite")
     if (stamps[1:] < stamps[:-1]).any():
         raise _damaged(path, "timestamps out of order")
     if loaded:
+        import torch
+
         for name in ("context", "content", "features"):
             if name in data and not torch.isfinite(data[name]).all():
                 raise VidtokError(

@@ -48,9 +48,8 @@ def load(
     return loaded
 
 
-def existing_file(path: Path) -> Path:
-    if not path.exists():
-        raise UsageError(f"{path} does not exist")
-    if path.is_dir():
-        raise UsageError(f"{path} is a folder; give a video, image or .vidtok file")
-    return path
+def existing_file(path: Path, expected: str = "a video, image or .vidtok file") -> Path:
+    """A usage error (exit 2) unless `path` is a regular, readable, non-empty file (paths.py owns the rule)."""
+    from ..paths import regular_file
+
+    return regular_file(path, UsageError, expected)

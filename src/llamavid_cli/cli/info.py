@@ -47,7 +47,7 @@ def info(
 
     from .. import vidtok
 
-    existing_file(file)
+    existing_file(file, "a .vidtok file")
     data = summary(file, vidtok.read(file))
     out = Output(json_out)
     if json_out:
