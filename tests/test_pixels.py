@@ -6,6 +6,8 @@ on frames PyAV decodes (every orientation and pixel format the acceptance names)
 
 from __future__ import annotations
 
+import threading
+
 import av
 import numpy as np
 import PIL
@@ -114,6 +116,26 @@ def test_crop_resizer_reads_strided_views(view):
     upright = view(photo_like(270, 480, seed=3))
     assert not upright.flags.c_contiguous
     assert np.array_equal(CropResizer(224)(upright), resize_and_crop(np.ascontiguousarray(upright), 224))
+
+
+def test_crop_resizers_on_several_threads_restore_torchs_thread_count():
+    """Each call runs torch on one thread; the process-wide count comes back however calls overlap."""
+    before = torch.get_num_threads()
+    image = photo_like(300, 500, seed=4)
+    expected = resize_and_crop(image, 224)
+    results: list[bool] = []
+
+    def work():
+        resizer = CropResizer(224)
+        results.extend(np.array_equal(resizer(image), expected) for _ in range(15))
+
+    threads = [threading.Thread(target=work) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert results == [True] * 60
+    assert torch.get_num_threads() == before
 
 
 def test_crop_resizer_rejects_what_resize_and_crop_rejects():

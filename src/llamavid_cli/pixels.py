@@ -18,6 +18,7 @@ import contextlib
 import functools
 import math
 import re
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -325,16 +326,32 @@ def _to_8bit(sums: torch.Tensor) -> None:
     sums.add_(_HALF).mul_(1.0 / _ONE).floor_().clamp_(0, 255)
 
 
-@contextlib.contextmanager
-def _one_thread() -> Iterator[None]:
-    """Run torch single-threaded: these products are small, and a second intra-op thread
-    spinning beside the video decoder's own threads doubled the CPU time it saved."""
-    threads = torch.get_num_threads()
-    if threads == 1:
-        yield
-        return
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
+class _OneThread:
+    """Run torch single-threaded inside: these products are small, and a second intra-op
+    thread spinning beside the video decoder's own threads doubled the CPU time for nothing.
+    The thread count is process-wide, so callers on several threads share one saved value:
+    the first one in sets 1, the last one out restores it."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._inside = 0
+        self._saved = 1
+
+    @contextlib.contextmanager
+    def __call__(self) -> Iterator[None]:
+        with self._lock:
+            if self._inside == 0:
+                self._saved = torch.get_num_threads()
+                if self._saved != 1:
+                    torch.set_num_threads(1)
+            self._inside += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._inside -= 1
+                if self._inside == 0 and self._saved != 1:
+                    torch.set_num_threads(self._saved)
+
+
+_one_thread = _OneThread()
