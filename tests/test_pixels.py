@@ -31,7 +31,7 @@ from llamavid_cli.pixels import (
 )
 from llamavid_cli.video import FrameScaler, _apply, _orientation, iter_frames, probe
 
-from media import make_video, pattern, photo_like
+from media import make_video, photo_like
 
 def clip_processor(size: int = 224):
     """CLIP's processor as the checkpoints ship it, built locally (PIL backend, no download)."""

@@ -251,7 +251,7 @@ def pil_coefficients(in_size: int, out_size: int) -> tuple[np.ndarray, np.ndarra
     scale = float(in_size) / out_size  # (double)(in1 - in0) / outSize with the full box
     filterscale = max(scale, 1.0)
     support = _SUPPORT * filterscale
-    ksize = int(math.ceil(support)) * 2 + 1
+    ksize = math.ceil(support) * 2 + 1
     center = 0.0 + (np.arange(out_size, dtype=np.float64) + 0.5) * scale
     ss = 1.0 / filterscale
     first = np.maximum(np.trunc(center - support + 0.5).astype(np.int64), 0)  # C's (int) truncates
