@@ -129,6 +129,7 @@ def make_video(
     times: Sequence[float] | None = None,
     subtitles: Sequence[tuple[float, float, str]] | None = None,
     container_options: dict[str, str] | None = None,
+    pix_fmt: str = "yuv420p",
 ) -> Path:
     """Write a video whose frame i shows `pattern(i)`; return its path.
 
@@ -137,14 +138,15 @@ def make_video(
     PyAV's `set_display_rotation` and `VideoFrame.rotation`). times: explicit frame times
     in seconds for a variable-frame-rate file (then `seconds` is ignored). subtitles:
     (start, end, text) cues muxed as a SubRip track (use a .mkv path). container_options:
-    muxer options, e.g. {"movflags": "faststart"} to put an MP4's index first.
+    muxer options, e.g. {"movflags": "faststart"} to put an MP4's index first. pix_fmt: the
+    coded pixel format ("yuv444p", "yuv420p10le", "yuvj420p" for full range, …; libx264).
     """
     path = Path(path)
     rate = Fraction(fps).limit_denominator(1001)
     n = len(times) if times is not None else round(seconds * rate)
     with av.open(str(path), "w", options=container_options or {}) as container:
         stream = container.add_stream(codec, rate=rate)
-        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        stream.width, stream.height, stream.pix_fmt = width, height, pix_fmt
         if codec == "libx264":
             options = {"preset": "ultrafast", "crf": "10", "bf": "2"}
             if gop is not None:
