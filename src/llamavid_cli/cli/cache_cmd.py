@@ -43,7 +43,7 @@ def _describe(entry: cache.Entry) -> dict:
     try:
         stored = vidtok.read_header(entry.path)
         row.update(source=stored.source.get("name", ""), model=stored.model, model_name=readable_model(stored.model),
-                   frames=stored.timestamps.shape[0])
+                   frames=stored.num_frames)
     except VidtokError:
         row.update(source="(damaged)", model="", model_name="", frames=0)
     return row

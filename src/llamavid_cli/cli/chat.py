@@ -199,5 +199,5 @@ def _range(out: Output, session: ChatSession, args: list[str]) -> None:
     if not keep:
         out.warn("no frames in that range")
         return
-    session.prepared = full.subset(keep)
+    session.prepared = full.select(keep)
     out.info(f"Talking about {len(keep)} frames from {start:g} s" + (f" to {end:g} s." if end is not None else "."))

@@ -119,21 +119,26 @@ def encode(
 
 
 def _encode_one(out: Output, loaded, source: Path, target: Path, prompt: str, sampling, keep: bool, subs) -> dict:
+    import time
+    from dataclasses import replace
+
     from .. import pipeline, vidtok
 
+    started = time.perf_counter()
     with out.frames(source.name, pipeline.expected_frames(source, sampling)) as advance:
         encoded = pipeline.encode_source(loaded, source, prompt, sampling, keep_features=keep, on_frames=advance)
-    for warning in encoded.warnings:
+    seconds = time.perf_counter() - started
+    for warning in encoded.notes:
         out.warn(about(source, warning))
-    cues = pipeline.gather_cues(source, subs, [])
-    vidtok.write(target, pipeline.to_vidtok(loaded, encoded, prompt, sampling, cues))
-    out.info(f"{source} → {target} ({count(encoded.tokens.num_frames, 'frame')}, {encoded.seconds:.1f} s)")
+    cues = pipeline.gather_cues(source, subs, [], on_note=lambda note: out.warn(about(source, note)))
+    vidtok.write(target, replace(encoded, cues=tuple(cues)))
+    out.info(f"{source} → {target} ({count(encoded.num_frames, 'frame')}, {seconds:.1f} s)")
     return {
         "source": str(source),
         "output": str(target),
-        "frames": encoded.tokens.num_frames,
+        "frames": encoded.num_frames,
         "features": keep,
-        "seconds": round(encoded.seconds, 3),
+        "seconds": round(seconds, 3),
         "subtitles": len(cues),
         "model": loaded.name,
     }

@@ -16,21 +16,21 @@ if TYPE_CHECKING:
     from .. import vidtok
 
 
-def summary(path: Path, stored: vidtok.Vidtok) -> dict:
+def summary(path: Path, stored: vidtok.VidtokHeader) -> dict:
     return {
         "file": str(path),
         "frames": stored.num_frames,
-        "tokens_per_frame": 1 + stored.content.shape[1],
-        "hidden_size": stored.context.shape[1],
-        "duration": stored.timestamps[-1].item() if stored.num_frames else 0.0,
-        "features": list(stored.features.shape) if stored.features is not None else None,
+        "tokens_per_frame": 1 + stored.shapes["content"][1],
+        "hidden_size": stored.shapes["context"][1],
+        "duration": stored.timestamps[-1] if stored.num_frames else 0.0,
+        "features": list(stored.shapes["features"]) if stored.has_features else None,
         "long_video": stored.long_video,  # None: written before the mode was recorded
         "model": stored.model,
         "fingerprint": stored.fingerprint,
         "prompt": stored.prompt,
         "sampling": stored.sampling,
         "source": stored.source,
-        "subtitles": len(stored.subtitles),
+        "subtitles": stored.subtitles,
         "tool_version": stored.tool_version,
         "created": stored.created,
     }
@@ -48,7 +48,8 @@ def info(
     from .. import vidtok
 
     existing_file(file, "a .vidtok file")
-    data = summary(file, vidtok.read(file))
+    vidtok.read(file)  # every check, token values included: a damaged file is refused, not described
+    data = summary(file, vidtok.read_header(file))
     out = Output(json_out)
     if json_out:
         out.json(data)
