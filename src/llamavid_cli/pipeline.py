@@ -18,7 +18,7 @@ from typing import Callable, Iterator
 import numpy as np
 import torch
 
-from . import cache, checkpoints, context, pixels, speech, subtitles, video, vidtok
+from . import cache, checkpoints, context, defaults, pixels, speech, subtitles, video, vidtok
 from .config import read_config
 from .defaults import AUTO_MODEL, DEFAULT_PROMPT  # noqa: F401  (re-exported: pipeline.AUTO_MODEL)
 from .context import build_prompt, context_error
@@ -38,9 +38,9 @@ FrameProgress = Callable[[int], AbstractContextManager[Callable[[int], None]]]
 class GenerationSettings:
     """The original chat CLI's defaults: temperature 0.2, top-p 0.7, 512 new tokens."""
 
-    temperature: float = 0.2
-    top_p: float = 0.7
-    max_new_tokens: int = 512
+    temperature: float = defaults.TEMPERATURE
+    top_p: float = defaults.TOP_P
+    max_new_tokens: int = defaults.MAX_NEW_TOKENS
     seed: int | None = None
 
 
