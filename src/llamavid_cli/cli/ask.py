@@ -38,8 +38,7 @@ def ask(
     history: Annotated[
         Optional[Path], typer.Option("--history", help="Continue a conversation: JSON list of [question, answer] pairs.")
     ] = None,
-    fit: o.FitOpt = False,
-    no_cache: o.NoCacheOpt = False,
+    run_opts: o.FitOptions = o.FitOptions(),
     json_out: o.JsonOpt = False,
 ) -> None:
     """Answer one question about a video, image or .vidtok; the answer streams to stdout.
@@ -57,10 +56,10 @@ def ask(
     turns = read_history(history)
     run = start(
         out, models, frames, subs, choose_for=[source], max_new_tokens=generation.max_new_tokens, check=source,
-        use_cache=not no_cache,
+        use_cache=run_opts.use_cache,
     )
     result = pipeline.ask(
-        run.loaded, source, question, history=turns, sampling=run.sampling, use_cache=not no_cache, fit=fit,
+        run.loaded, source, question, history=turns, sampling=run.sampling, use_cache=run_opts.use_cache, fit=run_opts.fit,
         subs=run.subs, generation=generation.settings(),
         on_text=None if json_out else out.stream, on_note=out.warn,
         progress=lambda total: out.frames(source.name, total),

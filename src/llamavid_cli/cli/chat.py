@@ -76,8 +76,7 @@ def chat(
     subs: o.SubtitleOptions = o.SubtitleOptions(),
     generation: o.GenerationOptions = o.GenerationOptions(),
     frames: o.SamplingOptions = o.SamplingOptions(),
-    fit: o.FitOpt = False,
-    no_cache: o.NoCacheOpt = False,
+    run_opts: o.FitOptions = o.FitOptions(),
 ) -> None:
     """Talk about one video: each answer streams as it is generated; /help lists the commands.
 
@@ -90,10 +89,10 @@ def chat(
     existing_file(source)
     run = start(
         out, models, frames, subs, choose_for=[source], max_new_tokens=generation.max_new_tokens, check=source,
-        use_cache=not no_cache,
+        use_cache=run_opts.use_cache,
     )
     prepared = open_source(
-        run.loaded, source, run.sampling, max_new_tokens=generation.max_new_tokens, fit=fit, use_cache=not no_cache,
+        run.loaded, source, run.sampling, max_new_tokens=generation.max_new_tokens, fit=run_opts.fit, use_cache=run_opts.use_cache,
         subs=run.subs, progress=lambda total: out.frames(source.name, total),
     )
     for note in prepared.notes:

@@ -194,6 +194,18 @@ class SamplingOptions:
         return Sampling(self.fps, self.max_frames, parse_time(self.start, "--start"), parse_time(self.end, "--end"))
 
 
+@dataclasses.dataclass(frozen=True)
+class FitOptions:
+    """What to do when a video does not fit the model's context, and whether to use the encode cache."""
+
+    fit: FitOpt = False
+    no_cache: NoCacheOpt = False
+
+    @property
+    def use_cache(self) -> bool:
+        return not self.no_cache
+
+
 # Where a group's options appear in --help: SubtitleOptions lists --subtitles first, as before.
 _ORDER = {SubtitleOptions: ("subtitles", "transcribe", "whisper_model")}
 

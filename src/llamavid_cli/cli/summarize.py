@@ -145,8 +145,7 @@ def summarize(
     subs: o.TranscribeOptions = o.TranscribeOptions(),
     generation: o.GenerationOptions = o.GenerationOptions(),
     frames: o.SamplingOptions = o.SamplingOptions(),
-    fit: o.FitOpt = False,
-    no_cache: o.NoCacheOpt = False,
+    run_opts: o.FitOptions = o.FitOptions(),
     json_out: o.JsonLinesOpt = False,
 ) -> None:
     """Summarise many videos; a failing file is reported and the batch goes on (exit 1 if any failed).
@@ -164,7 +163,7 @@ def summarize(
     if skip_existing and not out_dir:
         raise UsageError("--skip-existing needs --out-dir (it skips videos whose summary file is there)")
     out = Output(json_out)
-    if not no_cache:
+    if run_opts.use_cache:
         check_cache_size()
     inputs = shard(collect(paths, recursive), shard_spec)
     written = targets(inputs, out_dir, fmt) if out_dir else {}
@@ -190,7 +189,7 @@ def summarize(
             try:
                 pipeline.check_source(source)  # a damaged .vidtok is named as one, not as a video
                 result = pipeline.ask(
-                    loaded, source, prompt, sampling=run.sampling, generation=settings, use_cache=not no_cache, fit=fit,
+                    loaded, source, prompt, sampling=run.sampling, generation=settings, use_cache=run_opts.use_cache, fit=run_opts.fit,
                     subs=run.subs,
                     on_note=lambda note, source=source: bar.console.print(f"Warning: {about(source, note)}", markup=False),
                 )
