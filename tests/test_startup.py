@@ -59,7 +59,7 @@ def clip(tmp_path_factory):
 
 
 def test_importing_the_cli_loads_no_heavy_library():
-    code = "import sys, json, llamavid_cli.cli.app; print(json.dumps(sorted(set(sys.modules) & set(%r))))" % (HEAVY,)
+    code = f"import sys, json, llamavid_cli.cli.app; print(json.dumps(sorted(set(sys.modules) & set({HEAVY!r}))))"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout) == []

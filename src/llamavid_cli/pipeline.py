@@ -13,7 +13,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Sequence
 
-from . import cache, checkpoints, context, speech, subtitles, video, vidtok
+from . import cache, checkpoints, context, defaults, speech, subtitles, video, vidtok
 from .config import read_config
 from .context import build_prompt, context_error  # noqa: F401  (build_prompt re-exported for callers)
 from .defaults import AUTO_MODEL, DEFAULT_PROMPT  # noqa: F401  (re-exported: pipeline.AUTO_MODEL)
@@ -34,9 +34,9 @@ FrameProgress = Callable[[int], AbstractContextManager[Callable[[int], None]]]
 class GenerationSettings:
     """The original chat CLI's defaults: temperature 0.2, top-p 0.7, 512 new tokens."""
 
-    temperature: float = 0.2
-    top_p: float = 0.7
-    max_new_tokens: int = 512
+    temperature: float = defaults.TEMPERATURE
+    top_p: float = defaults.TOP_P
+    max_new_tokens: int = defaults.MAX_NEW_TOKENS
     seed: int | None = None
 
 

@@ -8,7 +8,6 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from . import options as o
-from .app import app
 from .common import existing_file
 from .output import Output
 
@@ -17,6 +16,7 @@ if TYPE_CHECKING:
 
 
 def summary(path: Path, stored: vidtok.VidtokHeader) -> dict:
+    """What `info` shows, and its `--json` object (docs/json.md)."""
     return {
         "file": str(path),
         "frames": stored.num_frames,
@@ -36,13 +36,11 @@ def summary(path: Path, stored: vidtok.VidtokHeader) -> dict:
     }
 
 
-@app.command()
 def info(
     file: Annotated[Path, typer.Argument(help="A .vidtok file.", show_default=False)],
     json_out: o.JsonOpt = False,
 ) -> None:
     """Show what a .vidtok file holds: frames, model, prompt, source."""
-    from rich.console import Console
     from rich.table import Table
 
     from .. import vidtok
@@ -57,4 +55,4 @@ def info(
     table = Table(show_header=False, box=None)
     for key, value in data.items():
         table.add_row(key, str(value))
-    Console(highlight=False).print(table)
+    out.show(table)
