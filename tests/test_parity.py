@@ -291,7 +291,7 @@ def test_encode_and_ask_on_a_video_file_match_the_original_pipeline(tmp_path, sh
         expected = ref.vlm_tokens(sd, config, ref.eva_forward(sd, px, config), INSTRUCTION, bert_tokenizer)
 
     encoded = pipeline.encode_source(loaded, video, INSTRUCTION)
-    assert encoded.timestamps == [0.0, 1.0, 2.0]
+    assert list(encoded.timestamps) == [0.0, 1.0, 2.0]
     assert_close(encoded.tokens.context, expected[:, :1], "context tokens from the file")
     assert_close(encoded.tokens.content, expected[:, 1:], "content tokens from the file")
 

@@ -16,7 +16,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 
 from . import __version__, paths
 from .encoded import EncodedVideo, VidtokHeader
@@ -185,7 +184,9 @@ def _check_tensors(path: Path, layout: dict[str, tuple[tuple, str]], data: dict,
         raise _damaged(path, f"content width {shape['content'][2]} differs from context width {shape['context'][1]}")
     if 0 in shape["content"][1:] or ("features" in shape and 0 in shape["features"][1:]):
         raise _damaged(path, "an empty token or feature dimension")
-    stamps = np.asarray(data["timestamps"])
+    import numpy as np  # here, not at import: `cache list` and `info` on a bad path start without it
+
+    stamps = np.asarray(data["timestamps"])  # a torch tensor, or numpy for a header-only read
     if not np.isfinite(stamps).all() or (stamps < 0).any():
         raise _damaged(path, "timestamps that are negative or not finite")
     if (stamps[1:] < stamps[:-1]).any():
