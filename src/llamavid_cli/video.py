@@ -36,7 +36,29 @@ Options (a `Sampling`, validated when it is made; `count_frames` predicts the re
                    after the wanted frame (MPEG-TS, FLV) is retried further back, then
                    abandoned for sequential decoding from the start.
 
-Frames that are not chosen are decoded (the codec needs them) but never converted to RGB.
+How much is decoded (one plan, picked per file and sampling; logged at debug level, which
+--verbose shows). Frames that are not chosen are never converted to RGB. Of those, the ones
+no other frame references (H.264 slices with nal_ref_idc 0; HEVC sub-layer non-reference
+pictures of the top temporal layer: most B-frames) are not even decoded: their packets are
+not sent to the decoder, which is exact by construction and works under frame threading
+(a per-packet `skip_frame` would not: frame threads hold several packets at once). Which
+packets are chosen is known before decoding: from the start, a packet's index is the rank
+of its pts among all packets' (a reorder window puts B-frames in presentation order); after
+a seek, on a constant-rate stream, its nominal round(time · fps). That only holds while the
+decoder outputs exactly the frames it is sent, in that order, so `_Skim` checks every frame
+against it; missing or repeated timestamps, decode timestamps out of order, a decode error,
+a damaged frame, a slot whose frame was left out, or a decoder that holds frames back (a
+stream cut so that it starts with B-frames) restart the pass decoding every frame, from the
+start or the same seek point: never a different frame. Other codecs (VP9, AV1, MPEG-4,
+all-intra) and streams without usable timestamps decode every frame, as do streams whose
+every frame is a reference (x264 ultrafast, I/P only). Seeking over long gaps and skipping
+combine: the seek lands on a keyframe and the decode forward from it skips too.
+
+A scene-cut detector run in the same pass (chapters, not built yet) would see only the
+reference frames and the chosen ones: with x264's default 3 B-frames and b-pyramid the
+reference frames are at most 2 frames apart (4 without b-pyramid), so a cut is placed
+within that many frames of where a full decode would put it (under 0.1 s at 25–30 fps).
+
 Undecodable packets and damaged frames are skipped and counted; one warning at the end says
 what was lost. Only a file from which no frame at all can be decoded is an error.
 
@@ -82,6 +104,10 @@ AUTO_SEEK_GOPS = 2
 # Index entries looked at for the keyframe interval; frames decoded to judge the timestamps.
 _INDEX_SCAN = 4096
 _CLOCK_FRAMES = 24
+
+# Leave unwanted non-reference frames undecoded (see the module docstring). Always on; only
+# bench/encode.py turns it off, to time the decode-everything path against it.
+_SKIP_NON_REFERENCE = True
 
 # The scaler: swscale bicubic with PIL's kernel (Catmull-Rom, B=0 C=0.5; swscale's own default
 # is C=0.6), accurate rounding and full-resolution chroma, so RGB in gives RGB out untouched
@@ -632,7 +658,7 @@ def _stream_frames(
     if not pts_usable:
         seek = False  # seeking needs timestamps; count frames from the start instead
     jump_gap = _jump_gap(src, stride, seek, constant)
-    nal = _NalReader.for_stream(src.stream) if pts_usable and stride > 1 else None
+    nal = _NalReader.for_stream(src.stream) if _SKIP_NON_REFERENCE and pts_usable and stride > 1 else None
     wanted = _wanted(slots)
     scaler = FrameScaler(size)
     damage = _Damage()
@@ -737,7 +763,7 @@ def _describe_plan(src: _Source, stride: int, jump_gap: float, seek_time: float 
     if seek_time is not None:
         ways.append(f"seek to {seek_time:.2f} s")
     if jump_gap != math.inf:
-        ways.append(f"seek over gaps of more than {jump_gap:.0f} frames")
+        ways.append("seek to every chosen frame" if jump_gap <= 1 else f"seek over gaps of more than {jump_gap:.0f} frames")
     if nal is not None:
         ways.append("decode reference frames and only the chosen non-reference ones")
     else:
