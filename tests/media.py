@@ -130,6 +130,7 @@ def make_video(
     subtitles: Sequence[tuple[float, float, str]] | None = None,
     container_options: dict[str, str] | None = None,
     encoder_options: dict[str, str] | None = None,
+    pix_fmt: str = "yuv420p",
 ) -> Path:
     """Write a video whose frame i shows `pattern(i)`; return its path.
 
@@ -140,14 +141,15 @@ def make_video(
     (start, end, text) cues muxed as a SubRip track (use a .mkv path). container_options:
     muxer options, e.g. {"movflags": "faststart"} to put an MP4's index first. encoder_options:
     encoder options replacing the defaults (any encoder FFmpeg has, e.g. codec="libx265"),
-    such as {"preset": "medium"} for x264's B-frame pyramid.
+    such as {"preset": "medium"} for x264's B-frame pyramid. pix_fmt: the coded pixel format
+    ("yuv444p", "yuv420p10le", "yuvj420p" for full range, …; libx264).
     """
     path = Path(path)
     rate = Fraction(fps).limit_denominator(1001)
     n = len(times) if times is not None else round(seconds * rate)
     with av.open(str(path), "w", options=container_options or {}) as container:
         stream = container.add_stream(codec, rate=rate)
-        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        stream.width, stream.height, stream.pix_fmt = width, height, pix_fmt
         if codec == "libx264":
             options = {"preset": "ultrafast", "crf": "10", "bf": "2"}
             if gop is not None:

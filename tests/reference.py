@@ -14,7 +14,10 @@ as the original code does it:
 - the two tokens per frame: LLaMA-VID `llamavid_arch.py` (vlm_attention, token_generation);
 - the splice: LLaVA / LLaMA-VID prepare_inputs_labels_for_multimodal;
 - the LLM: transformers 4.31 `modeling_llama.py` (RMSNorm in float32, rotary embedding with
-  linear scaling t / factor, causal softmax attention in float32, SwiGLU).
+  linear scaling t / factor, causal softmax attention in float32, SwiGLU);
+- the pixels of a video: LLaMA-VID's `load_video` (frames 0, stride, 2·stride, … with
+  stride = round(average_fps), every frame as full-resolution RGB) and CLIP's image
+  processor on them (transformers' PIL backend, the shipped config).
 
 It is the test oracle for tests/test_parity.py and must stay free of our own code.
 """
@@ -26,6 +29,8 @@ import math
 import re
 from pathlib import Path
 
+import av
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -36,6 +41,30 @@ BERT_PREFIX = "model.vlm_att_encoder.bert."
 # real sizes (method.md §2, §5.1) when the config carries no tiny overrides
 EVA_G = dict(num_hidden_layers=39, num_attention_heads=16)
 BERT_BASE = dict(num_hidden_layers=12, num_attention_heads=12)
+
+
+# --------------------------------------------------------------------------------------
+# pixels
+# --------------------------------------------------------------------------------------
+
+
+def original_video_pixels(path: Path, size: int = 224) -> torch.Tensor:
+    """[F, 3, S, S] float32 as the original feeds the tower: frames 0, stride, 2·stride, …
+    (stride = round(average_fps / 1)), each `to_ndarray("rgb24")`, then CLIP's processor."""
+    from transformers import CLIPImageProcessor
+
+    processor_cls = getattr(__import__("transformers"), "CLIPImageProcessorPil", CLIPImageProcessor)
+    processor = processor_cls(
+        do_resize=True, size={"shortest_edge": size}, resample=3, do_center_crop=True, crop_size=size,
+        do_rescale=True, rescale_factor=1 / 255, do_normalize=True,
+        image_mean=[0.48145466, 0.4578275, 0.40821073], image_std=[0.26862954, 0.26130258, 0.27577711],
+        do_convert_rgb=True,
+    )
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        stride = max(1, round(float(stream.average_rate)))
+        frames = [f.to_ndarray(format="rgb24") for i, f in enumerate(container.decode(stream)) if i % stride == 0]
+    return processor(images=np.stack(frames), return_tensors="pt")["pixel_values"].float()
 
 
 # --------------------------------------------------------------------------------------

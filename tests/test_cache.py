@@ -10,6 +10,7 @@ import media
 from llamavid_cli import cache, pipeline
 from llamavid_cli.cli.app import app
 from llamavid_cli.loader import load_model
+from llamavid_cli.subtitles import Cue
 
 GREEDY = pipeline.GenerationSettings(temperature=0, max_new_tokens=3)
 
@@ -134,3 +135,31 @@ def test_eviction_removes_dead_writers_files_but_not_a_live_one(loaded, clip, mo
     ask(loaded, clip)  # stores an entry, then evicts
     assert not dead.exists() and live.exists()
     assert len(cache.entries()) == 1
+
+
+CUES = [Cue(0.0, 1.5, "hello"), Cue(2.0, 3.0, "again")]
+
+
+def test_a_transcript_is_kept_once_and_read_back(tmp_path):
+    path = cache.store_transcript("abc", "tiny", CUES)
+    assert cache.lookup_transcript("abc", "tiny") == CUES and cache.lookup_transcript("abc", "base") is None
+    assert [e.path for e in cache.transcripts()] == [path] and cache.temp_files() == []
+    path.write_text("{not json")
+    assert cache.lookup_transcript("abc", "tiny") is None and not path.exists()  # dropped, not trusted
+
+
+def test_a_transcript_the_cache_cannot_keep_is_one_line_not_a_crash(tmp_path, monkeypatch):
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("a file where the cache folder should be")
+    monkeypatch.setenv("LLAMAVID_CACHE_DIR", str(blocker))
+    with pytest.raises(cache.CacheWriteError, match="could not keep this transcript: .* is a file, not a folder"):
+        cache.store_transcript("abc", "tiny", CUES)
+
+
+def test_transcripts_count_towards_the_limit_and_are_evicted_oldest_first(loaded, clip, monkeypatch):
+    kept = cache.store_transcript("abc", "tiny", CUES)
+    os.utime(kept, (1, 1))  # older than any encode
+    monkeypatch.setenv("LLAMAVID_CACHE_SIZE", "1")  # nothing fits: all but the new encode goes
+    ask(loaded, clip)
+    assert not kept.exists() and len(cache.entries()) == 1
+    assert cache.clear() == (1, 0) and cache.transcripts() == []

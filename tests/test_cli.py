@@ -237,8 +237,9 @@ def test_a_bad_settings_file_is_one_line(clip, tmp_path, monkeypatch):
 
 
 def test_every_option_of_every_command_is_in_the_man_page():
-    import typer.main
     from pathlib import Path
+
+    import typer.main
 
     page = (Path(__file__).resolve().parents[1] / "man" / "llamavid.1").read_text().replace("\\-", "-")
 

@@ -10,8 +10,7 @@ from typer.testing import CliRunner
 
 import checkpoint_factory as factory
 import media
-from llamavid_cli import cache, chat, context, pipeline, subtitles
-from llamavid_cli.cli import common
+from llamavid_cli import cache, chat, context, loader, pipeline, subtitles
 from llamavid_cli.cli.app import app
 from llamavid_cli.errors import ContextLengthError, UsageError
 from llamavid_cli.loader import load_model
@@ -160,7 +159,7 @@ def test_subtitle_tokens_are_counted_as_the_long_prompt_tokenises_them(small_lon
 
 def test_transcribe_on_a_short_video_model_is_refused_before_the_model_loads(clip, tiny_video_ckpt, monkeypatch):
     loads = []
-    monkeypatch.setattr(common, "load_model", lambda *a, **k: loads.append(a) or pytest.fail("model loaded"))
+    monkeypatch.setattr(loader, "load_model", lambda *a, **k: loads.append(a) or pytest.fail("model loaded"))
     for command in ("ask", "chat"):
         args = [command, clip, *(["Who?"] if command == "ask" else []), "--transcribe", "--model", tiny_video_ckpt, *CPU]
         result = run(*args)

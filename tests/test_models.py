@@ -1,6 +1,7 @@
 """`llamavid models list|pull|rm` against a hub cache of our own, offline."""
 
 import json
+import shutil
 
 import pytest
 from typer.testing import CliRunner
@@ -132,3 +133,16 @@ def test_models_help_has_examples():
     for command in ("list", "pull", "rm"):
         result = run(command, "--help")
         assert result.exit_code == 0 and f"llamavid models {command}" in result.stdout
+
+
+def test_auto_reads_the_context_length_from_a_cached_config_and_else_from_the_table(tiny_video_ckpt, hub, tmp_path):
+    # Nothing cached: the released configs' max_position_embeddings × RoPE factor.
+    assert checkpoints.context_length("vid-7b") == 4096
+    assert checkpoints.context_length("long-7b") == 4096 * 16
+    # A cached checkpoint's own config.json wins (read without downloading anything).
+    folder = tmp_path / "short-context"
+    shutil.copytree(tiny_video_ckpt, folder)
+    config = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps({**config, "max_position_embeddings": 2048}))
+    factory.install_in_hub_cache(folder, checkpoints.ALIASES["vid-7b"], hub)
+    assert checkpoints.context_length("vid-7b") == 2048

@@ -23,6 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import checkpoint_factory as factory  # noqa: E402
 import reference as ref  # noqa: E402
+from media import make_video  # noqa: E402
 from llamavid_cli import pipeline  # noqa: E402
 from llamavid_cli.loader import load_model  # noqa: E402
 
@@ -270,3 +271,32 @@ def test_336_model_interpolates_a_224_pos_embed_like_lavis(tmp_path, bert_tokeni
     assert ours.shape == (1, 1 + 576, factory.TINY_VISION["hidden_size"])
     assert_close(ours, expected, "336 px EVA features")
     assert_close(loaded.model.frame_tokens(ours, INSTRUCTION).sequence(), tokens.flatten(0, 1), "336 px tokens")
+
+
+# --------------------------------------------------------------------------------------
+# from the video file: decoding, frame choice and pixels included
+# --------------------------------------------------------------------------------------
+
+
+def test_encode_and_ask_on_a_video_file_match_the_original_pipeline(tmp_path, sharp_video_ckpt, bert_tokenizer):
+    """Our encode and ask from an H.264 file against the original's pixels (every chosen frame as
+    full RGB, CLIP's PIL processor) through the reference model: tokens to RTOL, same greedy ids.
+    A resize off by one level in a few pixels (the former FFmpeg path) moves these tokens past RTOL."""
+    video = make_video(tmp_path / "clip.mp4", seconds=3, fps=10, width=320, height=180, pattern_kind="photo")
+    loaded = load_model(str(sharp_video_ckpt), device="cpu", dtype="float32")
+    sd, config = ref.load_raw(sharp_video_ckpt)
+    px = ref.original_video_pixels(video, 224)
+    assert px.shape == (3, 3, 224, 224)  # frames 0, 10, 20
+    with torch.no_grad():
+        expected = ref.vlm_tokens(sd, config, ref.eva_forward(sd, px, config), INSTRUCTION, bert_tokenizer)
+
+    encoded = pipeline.encode_source(loaded, video, INSTRUCTION)
+    assert encoded.timestamps == [0.0, 1.0, 2.0]
+    assert_close(encoded.tokens.context, expected[:, :1], "context tokens from the file")
+    assert_close(encoded.tokens.content, expected[:, 1:], "content tokens from the file")
+
+    settings = pipeline.GenerationSettings(temperature=0, max_new_tokens=8)
+    answer = pipeline.ask(loaded, video, INSTRUCTION, use_cache=False, generation=settings)
+    greedy = ref.greedy(sd, config, ref.splice(sd, answer.prompt_ids, expected.flatten(0, 1)), 8)
+    print(f"\n  greedy ids from the file: ours {answer.output_ids}, reference {greedy}")
+    assert answer.output_ids == greedy

@@ -96,7 +96,7 @@ def test_encode_refuses_fifos_alone_and_in_a_batch(fifo, tmp_path, tiny_video_ck
 def test_info_refuses_a_fifo_and_says_a_folder_is_one(fifo_vidtok, tmp_path):
     assert_refused(llamavid("info", fifo_vidtok), fifo_vidtok, "named pipe")
     folder = llamavid("info", tmp_path)
-    assert folder.exit_code == 1 and folder.stderr.strip() == f"Error: {tmp_path} is a directory; give a .vidtok file"
+    assert folder.exit_code == 2 and folder.stderr.strip() == f"Error: {tmp_path} is a directory; give a .vidtok file"
 
 
 def test_a_fifo_as_subtitles_is_refused_before_the_model_loads(fifo, tmp_path):

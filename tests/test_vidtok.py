@@ -1,6 +1,9 @@
 """Reading a .vidtok checks everything first: a damaged, poisoned or mismatched file is one line naming it."""
 
+import dataclasses
 import json
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -189,3 +192,27 @@ def test_a_tower_that_yields_infinity_stops_encode_with_one_line_and_no_file(cli
     result = run("encode", clip, "-o", target, "--model", ckpt, *CPU)
     assert_one_line_error(result, str(clip), "vision tower produced NaN or infinite values", "--dtype float32")
     assert not target.exists() and [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+
+
+def test_the_header_is_read_without_torch_and_says_what_the_file_holds(encoded):
+    script = (
+        "import sys; from llamavid_cli import vidtok; h = vidtok.read_header(sys.argv[1]); "
+        "print(h.num_frames, h.has_features, h.shapes['content'][0], 'torch' in sys.modules)"
+    )
+    done = subprocess.run([sys.executable, "-c", script, str(encoded["features"])], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    frames = vidtok.read(encoded["features"]).num_frames
+    assert done.stdout.split() == [str(frames), "True", str(frames), "False"]
+
+
+def test_one_frozen_encoded_video_is_read_selected_and_written_back(encoded, tmp_path):
+    whole = vidtok.read(encoded["features"])
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        whole.prompt = "other"
+    part = whole.select([0, 2])
+    assert part.timestamps == (whole.timestamps[0], whole.timestamps[2])
+    assert torch.equal(part.context, whole.context[[0, 2]]) and torch.equal(part.features, whole.features[[0, 2]])
+    assert torch.equal(part.content[1], whole.content[2]) and part.num_frames == 2 and whole.num_frames > 2
+    again = vidtok.read(vidtok.write(tmp_path / "part.vidtok", part))
+    assert again.timestamps == part.timestamps and torch.equal(again.features, part.features)
+    assert (again.model, again.fingerprint, again.prompt, again.cues) == (part.model, part.fingerprint, part.prompt, part.cues)

@@ -7,11 +7,12 @@ each chat turn (method.md §5), and the history holds clean answers (no doubled 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
 from . import context, pipeline
+from .encoded import EncodedVideo
 from .loader import Loaded
 from .model.prompt import Conversation
 
@@ -20,7 +21,7 @@ def open_source(
     loaded: Loaded, path: Path, sampling: pipeline.Sampling | None = None, *, max_new_tokens: int, fit: bool,
     use_cache: bool = True, subs: pipeline.SubtitleRequest | None = None,
     progress: pipeline.FrameProgress | None = None,
-) -> pipeline.Prepared:
+) -> EncodedVideo:
     """A source decoded once for every question to come, fitted to the context before decoding
     with room for a question not known yet (`pipeline.fit_source`); notes in `.notes`."""
     sampling, notes = pipeline.fit_source(
@@ -28,18 +29,17 @@ def open_source(
     )
     prepared = pipeline.prepare(loaded, path, sampling, use_cache=use_cache, subs=subs, progress=progress)
     prepared, note = context.trim(loaded, prepared, question=None, history=None, max_new_tokens=max_new_tokens, allow=fit)
-    prepared.notes[:0] = notes + ([note] if note else [])
-    return prepared
+    return replace(prepared, notes=(*notes, *([note] if note else []), *prepared.notes))
 
 
 @dataclass
 class ChatSession:
     loaded: Loaded
-    prepared: pipeline.Prepared
+    prepared: EncodedVideo
     source: str
     generation: pipeline.GenerationSettings = field(default_factory=pipeline.GenerationSettings)
     conversation: Conversation = field(default_factory=Conversation)
-    full: pipeline.Prepared | None = None  # the whole source, when /range narrowed `prepared`
+    full: EncodedVideo | None = None  # the whole source, when /range narrowed `prepared`
 
     def __post_init__(self) -> None:
         self.full = self.full or self.prepared

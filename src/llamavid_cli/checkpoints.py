@@ -40,18 +40,38 @@ class KnownModel:
     repo_id: str
     kind: str  # "video", "long" or "image"
     size_gb: float  # download size of the fp16 shards, roughly
+    # Tokens the LLM holds, as its released config.json gives it: max_position_embeddings × the
+    # linear RoPE factor (config.LlmConfig.context_length): 4096 for Vicuna v1.5, 4096 × 16 for
+    # the long-video model (released-checkpoints.md). Used before the model is downloaded.
+    context_length: int = 4096
 
 
 KNOWN_MODELS = [
     KnownModel("vid-7b", "YanweiLi/llama-vid-7b-full-224-video-fps-1", "video", 14.0),
     KnownModel("vid-13b", "YanweiLi/llama-vid-13b-full-224-video-fps-1", "video", 27.0),
-    KnownModel("long-7b", "YanweiLi/llama-vid-7b-full-224-long-video", "long", 14.0),
+    KnownModel("long-7b", "YanweiLi/llama-vid-7b-full-224-long-video", "long", 14.0, 4096 * 16),
     KnownModel("image-7b", "YanweiLi/llama-vid-7b-full-224", "image", 14.0),
     KnownModel("image-7b-336", "YanweiLi/llama-vid-7b-full-336", "image", 14.0),
     KnownModel("image-13b-336", "YanweiLi/llama-vid-13b-full-336", "image", 27.0),
 ]
 ALIASES = {m.alias: m.repo_id for m in KNOWN_MODELS}
 DEFAULT_MODEL = "vid-7b"
+SHORT_VIDEO_MODEL, LONG_VIDEO_MODEL = "vid-7b", "long-7b"  # what `--model auto` chooses between
+
+
+def known(alias: str) -> KnownModel:
+    return next(m for m in KNOWN_MODELS if m.alias == alias)
+
+
+def context_length(alias: str) -> int:
+    """A known model's context, from its config.json when it is in the local cache (nothing is
+    downloaded to decide), else the table's value for the released config."""
+    from .config import read_config
+
+    try:
+        return read_config(resolve(alias, download=False)).context_length
+    except (CheckpointError, DownloadError):
+        return known(alias).context_length
 
 # Files a checkpoint needs; the hub repos also hold training leftovers we do not fetch.
 CHECKPOINT_PATTERNS = ["*.json", "*.bin", "*.safetensors", "tokenizer.model"]

@@ -22,12 +22,22 @@ from .subtitles import Cue
 from .video import Sampling, even_subset
 
 if TYPE_CHECKING:
-    from .pipeline import Prepared
+    from .encoded import EncodedVideo
 
 # Stands in for a question that is not known yet (a chat's) or must not change the cache key (ask).
 QUESTION_ALLOWANCE = "x " * 48
 
 History = Sequence[tuple[str, str]] | None
+
+# `--model auto` decides before any tokenizer is loaded: the template and a question are
+# estimated at PROMPT_ALLOWANCE tokens, and a video model's frame is 1 context + 1 content token.
+PROMPT_ALLOWANCE = 160
+VIDEO_TOKENS_PER_FRAME = 2
+
+
+def rough_need(frames: int, max_new_tokens: int) -> int:
+    """Tokens a video model needs for `frames` frames, the text and the answer, without a tokenizer."""
+    return VIDEO_TOKENS_PER_FRAME * frames + PROMPT_ALLOWANCE + max_new_tokens
 
 
 def build_prompt(
@@ -112,9 +122,9 @@ def fit(
 
 
 def trim(
-    loaded: Loaded, prepared: Prepared, *, question: str | None, history: History, max_new_tokens: int,
+    loaded: Loaded, prepared: EncodedVideo, *, question: str | None, history: History, max_new_tokens: int,
     allow: bool,
-) -> tuple[Prepared, str | None]:
+) -> tuple[EncodedVideo, str | None]:
     """A decoded source cut to fit (evenly spaced frames), or a ContextLengthError without `allow`:
     the check for what metadata could not tell (a .vidtok, a question longer than the allowance)."""
     asked = QUESTION_ALLOWANCE if question is None else question
@@ -124,4 +134,4 @@ def trim(
     if not allow or budget == 0:
         raise context_error(loaded, prepared.num_frames, asked, history, max_new_tokens, prepared.cues)
     note = f"using {budget} of {prepared.num_frames} frames so the video fits the context (--fit)"
-    return prepared.subset(even_subset(prepared.num_frames, budget)), note
+    return prepared.select(even_subset(prepared.num_frames, budget)), note

@@ -7,27 +7,23 @@ still image or a .vidtok; which one is found by opening it, never by its name.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import time
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable, Sequence
 
-import numpy as np
-import torch
-
-from . import cache, checkpoints, context, pixels, speech, subtitles, video, vidtok
+from . import cache, checkpoints, context, defaults, speech, subtitles, video, vidtok
 from .config import read_config
+from .context import build_prompt, context_error  # noqa: F401  (build_prompt re-exported for callers)
 from .defaults import AUTO_MODEL, DEFAULT_PROMPT  # noqa: F401  (re-exported: pipeline.AUTO_MODEL)
-from .context import build_prompt, context_error
+from .encoded import EncodedVideo
+from .encoder import DECODE_BATCH, NO_FRAMES, encode_source, source_info  # noqa: F401  (re-exported)
 from .errors import LlamaVidError, UsageError, VideoError
 from .loader import Loaded
-from .model.llamavid import IMAGE_PLACEHOLDER, CallbackStreamer, FrameTokens
+from .model.llamavid import IMAGE_PLACEHOLDER, CallbackStreamer
 from .video import Sampling  # (frame choice is video.py's; callers know it as pipeline.Sampling)
-
-DECODE_BATCH = 16  # frames decoded and pushed through the tower together
+from .vidtok import is_vidtok  # noqa: F401  (callers ask pipeline.is_vidtok; sniffing is vidtok.py's)
 
 # Given the number of frames about to be decoded, a context manager around the decoding that
 # yields the callback told how many frames each batch added (a progress bar).
@@ -38,9 +34,9 @@ FrameProgress = Callable[[int], AbstractContextManager[Callable[[int], None]]]
 class GenerationSettings:
     """The original chat CLI's defaults: temperature 0.2, top-p 0.7, 512 new tokens."""
 
-    temperature: float = 0.2
-    top_p: float = 0.7
-    max_new_tokens: int = 512
+    temperature: float = defaults.TEMPERATURE
+    top_p: float = defaults.TOP_P
+    max_new_tokens: int = defaults.MAX_NEW_TOKENS
     seed: int | None = None
 
 
@@ -51,16 +47,6 @@ class SubtitleRequest:
     file: Path | None = None
     transcribe: bool = False
     whisper_model: str = speech.DEFAULT_WHISPER
-
-
-@dataclass
-class Encoded:
-    tokens: FrameTokens
-    timestamps: list[float]
-    features: torch.Tensor | None  # [F, T, V] float16 on the CPU when kept
-    source: dict
-    warnings: list[str] = field(default_factory=list)
-    seconds: float = 0.0
 
 
 @dataclass
@@ -92,21 +78,6 @@ class Answer:
 # ---- sources ---------------------------------------------------------------------------
 
 
-def is_vidtok(path: Path) -> bool:
-    """A safetensors header that names our format (cheap: reads the header only; never opens a
-    FIFO or device, which could block)."""
-    from .paths import is_regular
-
-    if not is_regular(path):
-        return False
-    try:
-        with open(path, "rb") as f:
-            size = int.from_bytes(f.read(8), "little")
-            return 0 < size < 100_000_000 and b'"llamavid.vidtok"' in f.read(min(size, 1 << 20))
-    except OSError:
-        return False
-
-
 def check_source(path: Path, model: tuple[str, str] | None = None) -> str:
     """Fail fast, before the model loads: "vidtok", "image" or "video", or a one-line error.
 
@@ -128,164 +99,10 @@ def check_source(path: Path, model: tuple[str, str] | None = None) -> str:
     return "image" if info.is_image else "video"
 
 
-def source_info(path: Path) -> dict:
-    """Name, size, a sampled content hash (size + first and last 4 MiB) and the stream's shape."""
-    size = path.stat().st_size
-    digest = hashlib.sha256(str(size).encode())
-    with open(path, "rb") as f:
-        digest.update(f.read(4 << 20))
-        if size > 8 << 20:
-            f.seek(-(4 << 20), 2)
-            digest.update(f.read())
-    info = video.probe(path)
-    return {
-        "name": path.name, "size": size, "hash": digest.hexdigest()[:32], "duration": info.duration,
-        "width": info.width, "height": info.height, "fps": info.fps, "codec": info.codec,
-    }
-
-
-def _pixel_batches(loaded: Loaded, path: Path, sampling: Sampling, warnings: list[str]) -> Iterator[tuple[torch.Tensor, list[float]]]:
-    """Normalised pixel batches [b,3,S,S] on the model's device, with their timestamps."""
-    size = loaded.config.vision.image_size
-    device, dtype = loaded.model.vision_device, loaded.model.vision_dtype
-    if video.is_image(path):
-        image = video.load_image(path)
-        if loaded.config.pad_images:
-            image = pixels.pad_to_square(image)
-        yield pixels.normalize(pixels.resize_and_crop(image, size)[None], device, dtype), [0.0]
-        return
-    batch, stamps = [], []
-    frames = video.iter_frames(path, sampling, size=size, on_warning=warnings.append)
-    for frame in frames:
-        batch.append(frame.image)
-        stamps.append(frame.time)
-        if len(batch) == DECODE_BATCH:
-            yield pixels.normalize(np.stack(batch), device, dtype), stamps
-            batch, stamps = [], []
-    if batch:
-        yield pixels.normalize(np.stack(batch), device, dtype), stamps
-
-
-def encode_source(
-    loaded: Loaded,
-    path: Path,
-    instruction: str,
-    sampling: Sampling | None = None,
-    *,
-    keep_features: bool = False,
-    on_frames: Callable[[int], None] | None = None,
-    info: dict | None = None,
-) -> Encoded:
-    """Video or image → context and content tokens for `instruction` (features kept on request)."""
-    sampling = sampling or Sampling()
-    path = Path(path)
-    started = time.perf_counter()
-    warnings: list[str] = []
-    model = loaded.model
-    contexts, contents, stamps, kept = [], [], [], []
-    for batch, times in _pixel_batches(loaded, path, sampling, warnings):
-        features = model.vision_features(batch)  # (b, 1+P, V)
-        tokens = model.frame_tokens(features, instruction, long_video=loaded.long_video)
-        _check_finite(path, times, features, tokens)
-        contexts.append(tokens.context)
-        contents.append(tokens.content)
-        stamps += times
-        if keep_features:
-            kept.append(features.to("cpu", torch.float16))
-        if on_frames:
-            on_frames(len(times))
-    if not contexts:
-        raise VideoError(f"{path}: {NO_FRAMES}")
-    info = info or source_info(path)
-    return Encoded(
-        tokens=FrameTokens(torch.cat(contexts), torch.cat(contents)),
-        timestamps=stamps,
-        features=torch.cat(kept) if keep_features else None,
-        source=info,
-        warnings=warnings,
-        seconds=time.perf_counter() - started,
-    )
-
-
-NO_FRAMES = "no frames in the chosen range; widen --start/--end or raise --fps"
-
-
-def _check_finite(path: Path, times: list[float], features: torch.Tensor, tokens: FrameTokens) -> None:
-    """NaN/Inf from an overflowing kernel would reach the LLM as garbage (or crash sampling): stop here."""
-    if not all(bool(torch.isfinite(t).all()) for t in (features, tokens.context, tokens.content)):
-        raise VideoError(
-            f"{path}: the vision tower produced NaN or infinite values for the frames at {times[0]:.1f}–{times[-1]:.1f} s; "
-            "try --dtype float32 or another --device"
-        )
-
-
-def to_vidtok(
-    loaded: Loaded, encoded: Encoded, instruction: str, sampling: Sampling, cues: list[subtitles.Cue] = ()
-) -> vidtok.Vidtok:
-    return vidtok.Vidtok(
-        context=encoded.tokens.context[:, 0],
-        content=encoded.tokens.content,
-        timestamps=torch.tensor(encoded.timestamps, dtype=torch.float64),
-        model=loaded.name,
-        fingerprint=loaded.fingerprint,
-        prompt=instruction,
-        features=encoded.features,
-        features_cls=True,
-        long_video=loaded.long_video,
-        sampling=sampling.as_dict(),
-        source=encoded.source,
-        subtitles=[{"start": c.start, "end": c.end, "text": c.text} for c in cues],
-    )
-
-
-@dataclass
-class Prepared:
-    """A source made ready for questions: tower features (exact context tokens for any question),
-    or fixed tokens from a .vidtok without features, or tokens already made for one question."""
-
-    source: dict
-    timestamps: list[float]
-    features: torch.Tensor | None = None
-    features_cls: bool = True
-    fixed: FrameTokens | None = None
-    made_for: tuple[str, FrameTokens] | None = None
-    notes: list[str] = field(default_factory=list)
-    cues: list[subtitles.Cue] = field(default_factory=list)
-
-    @property
-    def num_frames(self) -> int:
-        return len(self.timestamps)
-
-    def subset(self, keep: list[int]) -> "Prepared":
-        """These frames only (evenly spaced ones, to fit a context)."""
-        pick = torch.tensor(keep)
-        made_for = None
-        if self.made_for:
-            question, tokens = self.made_for
-            made_for = (question, FrameTokens(tokens.context[pick], tokens.content[pick]))
-        return Prepared(
-            self.source, [self.timestamps[i] for i in keep],
-            self.features[pick] if self.features is not None else None, self.features_cls,
-            FrameTokens(self.fixed.context[pick], self.fixed.content[pick]) if self.fixed else None,
-            made_for, list(self.notes), list(self.cues),
-        )
-
-    def tokens(self, loaded: Loaded, question: str) -> FrameTokens:
-        if self.made_for and self.made_for[0] == question:
-            return self.made_for[1]
-        if self.features is not None:
-            return loaded.model.frame_tokens(
-                self.features, question, has_cls=self.features_cls, long_video=loaded.long_video
-            )
-        if self.fixed is None:
-            raise ValueError("prepared source holds neither features nor tokens")
-        return self.fixed
-
-
 def prepare(
     loaded: Loaded, path: Path, sampling: Sampling | None = None, *, question: str | None = None,
     use_cache: bool = True, progress: FrameProgress | None = None, subs: SubtitleRequest | None = None,
-) -> Prepared:
+) -> EncodedVideo:
     """Open a source (see `_prepare`) and attach its subtitles where they will be used.
 
     Whisper never runs for a short-video model, which would ignore what it heard (the CLI
@@ -298,10 +115,10 @@ def prepare(
     if subs.file and not loaded.long_video:
         notes.append("subtitles are only read by the long-video prompt; pass --long-video to use them")
     prepared = _prepare(loaded, Path(path), sampling, question=question, use_cache=use_cache, progress=progress)
+    cues = prepared.cues
     if subs.file or subs.transcribe or (loaded.long_video and not prepared.cues):
-        prepared.cues = gather_cues(Path(path), subs, prepared.cues)
-    prepared.notes += notes
-    return prepared
+        cues = tuple(gather_cues(Path(path), subs, prepared.cues, on_note=notes.append))
+    return replace(prepared, cues=cues, notes=prepared.notes + tuple(notes))
 
 
 TRANSCRIBE_UNUSED = "only the long-video prompt reads subtitles (add --long-video, or use --model long-7b)"
@@ -318,40 +135,36 @@ def check_transcribe(model: str, long_video: bool | None, subs: SubtitleRequest)
         raise UsageError(f"--transcribe makes subtitles that {model} would not read: {TRANSCRIBE_UNUSED}")
 
 
-def gather_cues(path: Path, subs: SubtitleRequest, stored: list[subtitles.Cue]) -> list[subtitles.Cue]:
+def gather_cues(
+    path: Path, subs: SubtitleRequest, stored: Sequence[subtitles.Cue], on_note: Callable[[str], None] | None = None,
+) -> list[subtitles.Cue]:
     """A subtitle file wins; then Whisper when asked (unless stored already); then what the
-    source carries: a .vidtok's stored cues or the container's text track."""
+    source carries: a .vidtok's stored cues or the container's text track. A transcript the
+    cache could not keep is a note to `on_note`, not a failure."""
     if subs.file:
         return subtitles.read_subtitles(subs.file)
     if stored:
-        return stored
+        return list(stored)
     if is_vidtok(path) or video.is_image(path):
         return []
-    if subs.transcribe:
-        return transcribed(path, subs.whisper_model)
-    return subtitles.embedded_cues(path)
-
-
-def transcribed(path: Path, model: str) -> list[subtitles.Cue]:
-    """Whisper's cues, from the cache when this video was transcribed with this model before."""
-    stored = cache.transcript(source_info(path)["hash"], model)
-    if stored.is_file():
+    if not subs.transcribe:
+        return subtitles.embedded_cues(path)
+    digest = cache.content_hash(path)  # transcribed once per video and Whisper model
+    cues = cache.lookup_transcript(digest, subs.whisper_model)
+    if cues is None:
+        cues = speech.transcribe(path, model=subs.whisper_model)
         try:
-            return [subtitles.Cue(**c) for c in json.loads(stored.read_text())]
-        except (ValueError, TypeError):
-            stored.unlink(missing_ok=True)
-    cues = speech.transcribe(path, model=model)
-    stored.parent.mkdir(parents=True, exist_ok=True)
-    tmp = stored.with_name(f".{stored.name}.tmp")
-    tmp.write_text(json.dumps([{"start": c.start, "end": c.end, "text": c.text} for c in cues]))
-    tmp.replace(stored)
+            cache.store_transcript(digest, subs.whisper_model, cues)
+        except cache.CacheWriteError as exc:
+            if on_note:
+                on_note(str(exc))
     return cues
 
 
 def _prepare(
     loaded: Loaded, path: Path, sampling: Sampling | None = None, *, question: str | None = None,
     use_cache: bool = True, progress: FrameProgress | None = None,
-) -> Prepared:
+) -> EncodedVideo:
     """Open a .vidtok, or decode a video/image, into something questions can be asked of.
 
     Videos go through the encode cache: a hit skips decoding and the vision tower; a miss
@@ -362,13 +175,13 @@ def _prepare(
     if is_vidtok(path):
         stored = vidtok.read(path)
         vidtok.check_model(stored, path, loaded.name, loaded.fingerprint, loaded.long_video, loaded.config.long_video)
-        prepared = from_vidtok(stored)
         if stored.features is None:
-            prepared.notes.append(
+            note = (
                 f"{path.name} holds no features: answering with context tokens made for its encode prompt "
                 f"({stored.prompt!r}); encode with --keep-features for question-specific context"
             )
-        return prepared
+            stored = replace(stored, notes=(note,))
+        return stored
     cacheable = use_cache and not video.is_image(path)
     info = None
     if cacheable:
@@ -381,54 +194,36 @@ def _prepare(
         encoded = encode_source(
             loaded, path, question or DEFAULT_PROMPT, sampling, keep_features=keep, on_frames=advance, info=info
         )
-    prepared = Prepared(encoded.source, encoded.timestamps, encoded.features, notes=list(encoded.warnings))
-    prepared.made_for = (question or DEFAULT_PROMPT, encoded.tokens)
     if cacheable:
-        entry_key = cache.key(encoded.source["hash"], loaded.fingerprint, sampling.as_dict())
         try:
-            cache.store(entry_key, to_vidtok(loaded, encoded, question or DEFAULT_PROMPT, sampling))
-        except cache.CacheWriteError as exc:
-            prepared.notes.append(str(exc))  # the answer does not need the cache: warn and go on
-    return prepared
+            cache.store(cache.key(encoded.source["hash"], loaded.fingerprint, sampling.as_dict()), encoded)
+        except cache.CacheWriteError as exc:  # the answer does not need the cache: warn and go on
+            encoded = replace(encoded, notes=encoded.notes + (str(exc),))
+    return encoded
 
 
-def from_vidtok(stored: vidtok.Vidtok, keep: torch.Tensor | None = None) -> Prepared:
-    """A Prepared from a stored encode; `keep` selects frames (a time range of a cached encode)."""
-    pick = (lambda t: t[keep]) if keep is not None else (lambda t: t)
-    features = pick(stored.features) if stored.features is not None else None
-    prepared = Prepared(stored.source, pick(stored.timestamps).tolist(), features, stored.features_cls)
-    prepared.cues = [subtitles.Cue(**c) for c in stored.subtitles]
-    if features is None:
-        prepared.fixed = FrameTokens(pick(stored.context)[:, None], pick(stored.content))
-    return prepared
-
-
-def cached(loaded: Loaded, info: dict, sampling: Sampling) -> Prepared | None:
+def cached(loaded: Loaded, info: dict, sampling: Sampling) -> EncodedVideo | None:
     """This exact encode from the cache, or a time range cut from the whole video's encode."""
     stored = cache.lookup(cache.key(info["hash"], loaded.fingerprint, sampling.as_dict()))
     if stored is not None:
-        return from_vidtok(stored)
+        return stored
     if sampling.start is None and sampling.end is None:
         return None
     whole = Sampling(sampling.fps, sampling.max_frames)
     stored = cache.lookup(cache.key(info["hash"], loaded.fingerprint, whole.as_dict()))
     if stored is None or sampling.max_frames is not None:
         return None
-    stamps = stored.timestamps
-    keep = (stamps >= (sampling.start or 0.0)) & (stamps < (sampling.end if sampling.end is not None else float("inf")))
-    if not keep.any():
+    end = sampling.end if sampling.end is not None else float("inf")
+    keep = [i for i, t in enumerate(stored.timestamps) if (sampling.start or 0.0) <= t < end]
+    if not keep:
         raise VideoError("no frames in the chosen range; widen --start/--end")
-    return from_vidtok(stored, keep)
-
-
-SHORT_MODEL, LONG_MODEL = "vid-7b", "long-7b"
-SHORT_CONTEXT = 4096
-PROMPT_ALLOWANCE = 160  # template + question, estimated before any tokenizer is loaded
+    return stored.select(keep)
 
 
 def choose_model(sources: list[Path], sampling: Sampling, max_new_tokens: int) -> tuple[str, str]:
-    """`--model auto`: the short 7B model when the videos fit its 4K context, else the long 7B
-    model; a .vidtok answers with the model that made it. Returns (model, why)."""
+    """`--model auto`: the short 7B model when the videos fit its context, else the long 7B
+    model; a .vidtok answers with the model that made it. Returns (model, why). Nothing is
+    downloaded to decide (`checkpoints.context_length`)."""
     frames = 0
     for source in sources:
         if is_vidtok(source):
@@ -440,10 +235,11 @@ def choose_model(sources: list[Path], sampling: Sampling, max_new_tokens: int) -
             if len(sources) == 1:
                 raise
             # a damaged file in a batch is reported when its turn comes
-    need = 2 * frames + PROMPT_ALLOWANCE + max_new_tokens
-    if need <= SHORT_CONTEXT:
-        return SHORT_MODEL, f"{frames} frames fit its {SHORT_CONTEXT}-token context"
-    return LONG_MODEL, f"{frames} frames need about {need} tokens, more than the short model's {SHORT_CONTEXT}"
+    need = context.rough_need(frames, max_new_tokens)
+    short, room = checkpoints.SHORT_VIDEO_MODEL, checkpoints.context_length(checkpoints.SHORT_VIDEO_MODEL)
+    if need <= room:
+        return short, f"{frames} frames fit its {room}-token context"
+    return checkpoints.LONG_VIDEO_MODEL, f"{frames} frames need about {need} tokens, more than the short model's {room}"
 
 
 def expected_frames(path: Path, sampling: Sampling) -> int:
@@ -465,7 +261,7 @@ def check_sampling(path: Path, sampling: Sampling) -> int | None:
 
 def answer(
     loaded: Loaded,
-    prepared: Prepared,
+    prepared: EncodedVideo,
     question: str,
     *,
     history: list[tuple[str, str]] | None = None,
@@ -478,7 +274,7 @@ def answer(
         raise UsageError("the question is empty")
     generation = generation or GenerationSettings()
     started = time.perf_counter()
-    tokens = prepared.tokens(loaded, question)
+    tokens = prepared.tokens_for(loaded, question)
     visual = tokens.sequence()
     per_frame = subtitles.align(prepared.cues, prepared.timestamps) if loaded.long_video else None
     prompt_ids = build_prompt(loaded, question, tokens.num_frames, history, per_frame)
@@ -549,7 +345,7 @@ def ask(
     prepared, note = context.trim(
         loaded, prepared, question=question, history=history, max_new_tokens=generation.max_new_tokens, allow=fit
     )
-    prepared.notes[:0] = notes + ([note] if note else [])
+    prepared = replace(prepared, notes=(*notes, *([note] if note else []), *prepared.notes))
     for note in prepared.notes:
         if on_note:
             on_note(note)
@@ -560,7 +356,7 @@ def ask(
     result.timings = {"encode_s": round(decoded, 4), **result.timings}
     result.timings["first_token_s"] = round(result.timings["first_token_s"] + decoded, 4)
     result.timings["total_s"] = round(time.perf_counter() - started, 4)
-    result.notes = prepared.notes
+    result.notes = list(prepared.notes)
     return result
 
 

@@ -84,14 +84,12 @@ from fractions import Fraction
 from pathlib import Path
 
 import av
-import av.filter
 import numpy as np
 from av.sidedata.sidedata import Type as SideDataType
-from av.video.reformatter import VideoReformatter
 from PIL import Image, ImageOps
 
 from .errors import UsageError, VideoError
-from .pixels import center_crop, resize_and_crop, resized_shape
+from .pixels import CropResizer, resize_and_crop
 
 WarningHook = Callable[[str], None]
 
@@ -108,12 +106,6 @@ _CLOCK_FRAMES = 24
 # Leave unwanted non-reference frames undecoded (see the module docstring). Always on; only
 # bench/encode.py turns it off, to time the decode-everything path against it.
 _SKIP_NON_REFERENCE = True
-
-# The scaler: swscale bicubic with PIL's kernel (Catmull-Rom, B=0 C=0.5; swscale's own default
-# is C=0.6), accurate rounding and full-resolution chroma, so RGB in gives RGB out untouched
-# by any internal YUV round trip.
-_SCALE_FLAGS = "bicubic+accurate_rnd+full_chroma_int+full_chroma_inp"
-_SCALE_PARAMS = "param0=0:param1=0.5"
 
 
 @dataclass(frozen=True)
@@ -290,8 +282,9 @@ def iter_frames(
 
     sampling: fps, time range and cap (default: 1 fps over the whole stream, as every
         released model); `count_frames` says beforehand how many frames this yields.
-    size: when given, each image is resized in FFmpeg so its shorter side is `size` and
-        centre-cropped to size×size (`FrameScaler`); otherwise the full frame is returned.
+    size: when given, each image is resized so its shorter side is `size` and centre-cropped
+        to size×size, byte for byte as `pixels.resize_and_crop` (`FrameScaler`); otherwise
+        the full frame is returned.
     on_warning: called once, at the end, with one line if packets or frames were lost.
     """
     sampling = sampling or Sampling()
@@ -321,20 +314,17 @@ def count_frames(info: VideoInfo, sampling: Sampling | None = None) -> int:
 
 
 class FrameScaler:
-    """Decoded frame → display-oriented RGB, optionally resized and cropped inside FFmpeg.
+    """Decoded frame → display-oriented RGB, optionally resized and centre-cropped.
 
-    With `size`, the frame is converted to full-resolution RGB exactly as `to_ndarray` does,
-    then scaled by swscale (through a `scale` filter, because `VideoFrame.reformat` cannot set
-    the bicubic coefficients) so its shorter side is `size`, rotated per its display matrix
-    and centre-cropped. Against the reference `pixels.resize_and_crop` every value is within
-    2/255 and all but a few hundredths of a percent within 1/255 (tests/test_pixels.py); it is
-    about 1.6–1.9× faster at 720p–1080p.
+    The RGB is `frame.to_ndarray(format="rgb24")` put upright per the display matrix. With
+    `size` it is then resized and cropped to exactly the bytes `pixels.resize_and_crop`
+    (PIL bicubic, method.md §3) gives for that upright frame, by `pixels.CropResizer`, which
+    skips the pixels the crop discards (tests/test_pixels.py proves the equality).
     """
 
     def __init__(self, size: int | None = None):
         self.size = size
-        self._to_rgb = VideoReformatter()
-        self._graphs: dict[tuple[int, int, int, int, bool], av.filter.Graph] = {}
+        self._resize = CropResizer(size) if size is not None else None
         self._orientation: tuple[tuple[str, ...], bool] | None = None
 
     def __call__(self, frame: av.VideoFrame) -> np.ndarray:
@@ -343,38 +333,10 @@ class FrameScaler:
         # the cycle collector runs (memory grew with video length).
         if self._orientation is None:
             self._orientation = _orientation(frame)
-        ops, transposed = self._orientation
-        rgb = self._to_rgb.reformat(frame, format="rgb24")
-        if self.size is None:
-            return np.ascontiguousarray(_apply(ops, rgb.to_ndarray()))
-        # Target in display orientation, then the same shape in the coded orientation.
-        disp_h, disp_w = (frame.width, frame.height) if transposed else (frame.height, frame.width)
-        new_h, new_w = resized_shape(disp_h, disp_w, self.size)
-        coded_h, coded_w = (new_w, new_h) if transposed else (new_h, new_w)
-        scaled = self._scale(rgb, coded_w, coded_h, transposed)
-        return center_crop(_apply(ops, scaled), self.size)
-
-    def _scale(self, rgb: av.VideoFrame, width: int, height: int, transposed: bool) -> np.ndarray:
-        key = (rgb.width, rgb.height, width, height, transposed)
-        if key not in self._graphs:
-            # Two passes, each rounded to 8 bits, in PIL's order (the displayed width first,
-            # which is the coded height when the frame is shown turned by 90°), so that
-            # bicubic overshoot is clipped between passes as PIL clips it. One combined pass
-            # differs by up to 10/255 next to saturated edges.
-            graph = av.filter.Graph()
-            nodes = [graph.add_buffer(width=rgb.width, height=rgb.height, format="rgb24", time_base=Fraction(1, 1000))]
-            first = (rgb.width, height) if transposed else (width, rgb.height)
-            for w, h in (first, (width, height)):
-                nodes.append(graph.add("scale", f"w={w}:h={h}:flags={_SCALE_FLAGS}:{_SCALE_PARAMS}"))
-                nodes.append(graph.add("format", "rgb24"))
-            nodes.append(graph.add("buffersink"))
-            graph.link_nodes(*nodes).configure()
-            self._graphs = {key: graph}  # geometry rarely changes: keep one graph
-        graph = self._graphs[key]
-        if rgb.pts is None:
-            rgb.pts = 0  # the buffer source wants a timestamp; it plays no part in scaling
-        graph.push(rgb)
-        return graph.pull().to_ndarray()
+        upright = _apply(self._orientation[0], frame.to_ndarray(format="rgb24"))  # a view: no copy yet
+        if self._resize is None:
+            return np.ascontiguousarray(upright)
+        return self._resize(upright)
 
 
 # --------------------------------------------------------------------------------------------

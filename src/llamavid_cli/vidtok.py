@@ -13,56 +13,48 @@ from __future__ import annotations
 import json
 import math
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
+
+import numpy as np
 
 from . import __version__, paths
+from .encoded import EncodedVideo, VidtokHeader
 from .errors import VidtokError
-
-if TYPE_CHECKING:  # imported where tensors are written, so `llamavid cache list` does without it
-    import torch
 
 FORMAT = "llamavid.vidtok"
 FORMAT_VERSION = 1
 
 
-@dataclass
-class Vidtok:
-    context: torch.Tensor  # [N, H]
-    content: torch.Tensor  # [N, K, H]
-    timestamps: torch.Tensor  # [N] float64 seconds
-    model: str
-    fingerprint: str
-    prompt: str
-    features: torch.Tensor | None = None  # [N, T, V] float16
-    features_cls: bool = True
-    long_video: bool | None = None  # the mode the tokens were made in; None: not recorded (older files)
-    sampling: dict[str, Any] = field(default_factory=dict)
-    source: dict[str, Any] = field(default_factory=dict)
-    subtitles: list[dict[str, Any]] = field(default_factory=list)
-    created: str = ""
-    tool_version: str = __version__
+def metadata(video: EncodedVideo) -> dict[str, str]:
+    """`__metadata__` for a video's tokens (strings only, JSON where structured; docs/vidtok.md)."""
+    return {
+        "format": FORMAT,
+        "format_version": str(FORMAT_VERSION),
+        "model": video.model,
+        "fingerprint": video.fingerprint,
+        "prompt": video.prompt,
+        "features_cls": json.dumps(video.features_cls),
+        **({"long_video": json.dumps(video.long_video)} if video.long_video is not None else {}),
+        "sampling": json.dumps(video.sampling),
+        "source": json.dumps(video.source),
+        "subtitles": json.dumps([{"start": c.start, "end": c.end, "text": c.text} for c in video.cues]),
+        "tool_version": __version__,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
 
-    @property
-    def num_frames(self) -> int:
-        return self.context.shape[0]
 
-    def metadata(self) -> dict[str, str]:
-        return {
-            "format": FORMAT,
-            "format_version": str(FORMAT_VERSION),
-            "model": self.model,
-            "fingerprint": self.fingerprint,
-            "prompt": self.prompt,
-            "features_cls": json.dumps(self.features_cls),
-            **({"long_video": json.dumps(self.long_video)} if self.long_video is not None else {}),
-            "sampling": json.dumps(self.sampling),
-            "source": json.dumps(self.source),
-            "subtitles": json.dumps(self.subtitles),
-            "tool_version": self.tool_version,
-            "created": self.created or time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        }
+def is_vidtok(path: Path) -> bool:
+    """A safetensors header that names our format (cheap: reads the header only; never opens a
+    FIFO or device, which could block). A source is a .vidtok by its content, never its name."""
+    if not paths.is_regular(path):
+        return False
+    try:
+        with open(path, "rb") as f:
+            size = int.from_bytes(f.read(8), "little")
+            return 0 < size < 100_000_000 and b'"llamavid.vidtok"' in f.read(min(size, 1 << 20))
+    except OSError:
+        return False
 
 
 class WriteError(VidtokError):
@@ -77,7 +69,7 @@ def check_writable(path: Path) -> None:
     paths.check_writable(path, WriteError)
 
 
-def write(path: Path, vidtok: Vidtok) -> Path:
+def write(path: Path, video: EncodedVideo) -> Path:
     """Write to a temp file in the target folder, then rename: never a half-written .vidtok.
 
     Any failure is one WriteError line naming `path` and the reason; a file already at `path`
@@ -90,37 +82,55 @@ def write(path: Path, vidtok: Vidtok) -> Path:
     if path.is_dir():
         raise WriteError(f"{path} is a directory; give a file name ending in .vidtok")
     tensors = {
-        "context": vidtok.context.detach().contiguous().cpu(),
-        "content": vidtok.content.detach().contiguous().cpu(),
-        "timestamps": vidtok.timestamps.to(torch.float64).contiguous().cpu(),
+        "context": video.context[:, 0].detach().contiguous().cpu(),  # [N, H]: one context token a frame
+        "content": video.content.detach().contiguous().cpu(),
+        "timestamps": torch.tensor(video.timestamps, dtype=torch.float64),
     }
-    if vidtok.features is not None:
-        tensors["features"] = vidtok.features.to(torch.float16).contiguous().cpu()
+    if video.features is not None:
+        tensors["features"] = video.features.to(torch.float16).contiguous().cpu()
     with paths.replacing(path, WriteError, failures=(SafetensorError,)) as tmp:
-        save_file(tensors, str(tmp), metadata=vidtok.metadata())
+        save_file(tensors, str(tmp), metadata=metadata(video))
     return path
 
 
-def read_header(path: Path) -> Vidtok:
+def read_header(path: Path) -> VidtokHeader:
     """Metadata, timestamps and shapes (no token data read): enough to check version, model and mode."""
-    return read(path, tensors=False)
+    meta, layout, data = _open(path, tensors=False)
+    fields = _check_metadata(path, meta)
+    return VidtokHeader(
+        **{k: v for k, v in fields.items() if k != "cues"}, subtitles=len(fields["cues"]),
+        created=meta.get("created", ""), tool_version=meta.get("tool_version", ""),
+        shapes={name: shape for name, (shape, _) in layout.items()}, timestamps=tuple(data["timestamps"].tolist()),
+    )
 
 
-def read(path: Path, tensors: bool = True) -> Vidtok:
+def read(path: Path) -> EncodedVideo:
     """Load and validate everything (metadata types, shapes, dtypes, time order, finite values);
     every failure is a one-line VidtokError naming the file."""
+    from .subtitles import Cue
+
+    meta, _, data = _open(path, tensors=True)
+    fields = _check_metadata(path, meta)
+    return EncodedVideo(
+        timestamps=tuple(data["timestamps"].tolist()), context=data["context"][:, None], content=data["content"],
+        features=data.get("features"), **{**fields, "cues": tuple(Cue(**c) for c in fields["cues"])},
+    )
+
+
+def _open(path: Path, tensors: bool) -> tuple[dict[str, str], dict[str, tuple[tuple, str]], dict]:
+    """(metadata, name → (shape, dtype), name → tensor) of a checked .vidtok; without `tensors`
+    only the timestamps are read (as numpy: far quicker to import than torch)."""
     from safetensors import SafetensorError, safe_open
 
     path = paths.regular_file(path, VidtokError, "a .vidtok file")
     try:
-        # headers only: numpy is enough to read shapes, and far quicker to import than torch
         with safe_open(str(path), framework="pt" if tensors else "numpy") as f:
             meta = f.metadata() or {}
             keys = set(f.keys())
             if meta.get("format") != FORMAT:
                 raise VidtokError(f"{path} is a safetensors file but not a .vidtok (no llamavid metadata)")
             layout = {k: (tuple(f.get_slice(k).get_shape()), f.get_slice(k).get_dtype()) for k in keys}
-            data = {k: (f.get_tensor(k) if tensors or k == "timestamps" else f.get_slice(k)) for k in keys}
+            data = {k: f.get_tensor(k) for k in keys if tensors or k == "timestamps"}
     except (SafetensorError, OSError, ValueError) as exc:
         why = paths.reason(exc)
         if path.suffix.lower() != ".vidtok":
@@ -135,12 +145,8 @@ def read(path: Path, tensors: bool = True) -> Vidtok:
             f"{path} uses .vidtok format {version}, newer than this llamavid understands ({FORMAT_VERSION}); "
             "upgrade llamavid"
         )
-    fields = _check_metadata(path, meta)
     _check_tensors(path, layout, data, tensors)
-    return Vidtok(
-        context=data["context"], content=data["content"], timestamps=data["timestamps"], features=data.get("features"),
-        **fields,
-    )
+    return meta, layout, data
 
 
 def _damaged(path: Path, why: str) -> VidtokError:
@@ -179,12 +185,14 @@ def _check_tensors(path: Path, layout: dict[str, tuple[tuple, str]], data: dict,
         raise _damaged(path, f"content width {shape['content'][2]} differs from context width {shape['context'][1]}")
     if 0 in shape["content"][1:] or ("features" in shape and 0 in shape["features"][1:]):
         raise _damaged(path, "an empty token or feature dimension")
-    stamps = data["timestamps"]
-    if not torch.isfinite(stamps).all() or (stamps < 0).any():
+    stamps = np.asarray(data["timestamps"])
+    if not np.isfinite(stamps).all() or (stamps < 0).any():
         raise _damaged(path, "timestamps that are negative or not finite")
     if (stamps[1:] < stamps[:-1]).any():
         raise _damaged(path, "timestamps out of order")
     if loaded:
+        import torch
+
         for name in ("context", "content", "features"):
             if name in data and not torch.isfinite(data[name]).all():
                 raise VidtokError(
@@ -202,7 +210,7 @@ _CUE = {"start": (int, float), "end": (int, float), "text": (str,)}
 
 
 def _check_metadata(path: Path, meta: dict[str, str]) -> dict[str, Any]:
-    """The Vidtok fields from `__metadata__`, each of the type docs/vidtok.md gives, or a damaged-file error."""
+    """The EncodedVideo fields from `__metadata__`, each of the type docs/vidtok.md gives, or a damaged-file error."""
     for required in ("model", "fingerprint"):
         if not meta.get(required):
             raise _damaged(path, f"no {required} in its metadata")
@@ -240,7 +248,7 @@ def _check_metadata(path: Path, meta: dict[str, str]) -> dict[str, Any]:
     return {
         "model": meta["model"], "fingerprint": meta["fingerprint"], "prompt": meta.get("prompt", ""),
         "features_cls": features_cls, "long_video": long_video, "sampling": sampling, "source": source,
-        "subtitles": cues, "created": meta.get("created", ""), "tool_version": meta.get("tool_version", ""),
+        "cues": cues,
     }
 
 
@@ -249,7 +257,7 @@ def mode_name(long_video: bool) -> str:
 
 
 def check_model(
-    vidtok: Vidtok, path: Path, model: str, fingerprint: str, long_video: bool | None = None,
+    vidtok: EncodedVideo | VidtokHeader, path: Path, model: str, fingerprint: str, long_video: bool | None = None,
     model_long_video: bool | None = None,
 ) -> None:
     """Tokens only mean something to the model, and the mode (method.md §7), that made them.
@@ -264,7 +272,7 @@ def check_model(
             f"({model}, weights {fingerprint}); pass --model {vidtok.model} or encode the video again"
         )
     made_in = model_long_video if vidtok.long_video is None else vidtok.long_video
-    if long_video is None or made_in is None or made_in == long_video or vidtok.features is not None:
+    if long_video is None or made_in is None or made_in == long_video or vidtok.has_features:
         return
     flag = "--long-video" if made_in else "--short-video"
     raise VidtokError(

@@ -4,9 +4,10 @@ Exit codes: 0 success, 1 failure (one `Error:` line on stderr), 2 usage, 130 int
 With `--json`, a failure also prints `{"error": {"message", "type", "exit_code"}}` on stdout.
 Set LLAMAVID_DEBUG=1 to see tracebacks.
 
-Importing this module (and so `--help`, `--version`, shell completion, `cache`, `models`) loads
-typer and rich only: the command modules import torch, transformers and PyAV inside the
-commands that compute.
+Every command is a plain function in its own module, registered here and nowhere else (the
+command modules never import this one). Importing this module (and so `--help`, `--version`,
+shell completion, `cache`, `models`) loads typer and rich only: the command modules import
+torch, transformers and PyAV inside the commands that compute.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import json
 import os
 import re
 import sys
+from typing import Any
 
 import typer
 from typer.core import TyperGroup
@@ -26,7 +28,9 @@ except ImportError:  # pragma: no cover - older typer on top of click
 
 from .. import __version__, settings
 from ..errors import LlamaVidError
+from . import ask, cache_cmd, chat, encode, info, models, summarize
 from .entry import INTERRUPTED, unexpected
+from .output import error_object
 
 JSON_FLAG = "--json"
 
@@ -40,14 +44,14 @@ class Boundary(TyperGroup):
         ctx.meta["llamavid.json"] = JSON_FLAG in words
         return super().parse_args(ctx, args)
 
-    def make_context(self, *args, **kwargs) -> typer.Context:
+    def make_context(self, *args: Any, **kwargs: Any) -> typer.Context:
         try:  # parsing and the eager options (--help, --version) run here, before invoke
             return super().make_context(*args, **kwargs)
         except KeyboardInterrupt:
             typer.echo("Interrupted.", err=True)
             raise typer.Exit(INTERRUPTED) from None
 
-    def invoke(self, ctx: typer.Context):
+    def invoke(self, ctx: typer.Context) -> Any:
         try:
             return super().invoke(ctx)
         except (typer.Exit, typer.Abort):
@@ -79,7 +83,7 @@ def _fail(ctx: typer.Context, message: str, kind: str, code: int) -> None:
 
 def _json_error(ctx: typer.Context, message: str, kind: str, code: int) -> None:
     if ctx.meta.get("llamavid.json"):
-        sys.stdout.write(json.dumps({"error": {"message": message, "type": kind, "exit_code": code}}) + "\n")
+        sys.stdout.write(json.dumps({"error": error_object(message, kind, code)}) + "\n")
         sys.stdout.flush()
 
 
@@ -125,7 +129,20 @@ def root(
         ctx.default_map = {ctx.invoked_subcommand: defaults}
 
 
-from . import ask, cache_cmd, chat, encode, info, models, summarize  # noqa: E402  (commands register themselves on `app`)
+for command in (ask.ask, chat.chat, encode.encode, info.info, summarize.summarize):
+    app.command()(command)
+
+cache_app = typer.Typer(help="Encodes kept between runs so repeated questions skip decoding.", no_args_is_help=True)
+cache_app.command("list")(cache_cmd.list_entries)
+cache_app.command("clear")(cache_cmd.clear_entries)
+app.add_typer(cache_app, name="cache")
+
+models_app = typer.Typer(invoke_without_command=True)  # help: the callback's docstring
+models_app.callback()(models.models)
+models_app.command("list")(models.list_models)
+models_app.command("pull")(models.pull)
+models_app.command("rm")(models.remove)
+app.add_typer(models_app, name="models")
 
 
 def main() -> None:

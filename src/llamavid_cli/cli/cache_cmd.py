@@ -5,18 +5,12 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING
 
-import typer
-
 from ..errors import VidtokError
 from . import options as o
-from .app import app
 from .output import Output, count
 
 if TYPE_CHECKING:
     from .. import cache
-
-cache_app = typer.Typer(help="Encodes kept between runs so repeated questions skip decoding.", no_args_is_help=True)
-app.add_typer(cache_app, name="cache")
 
 
 def readable_model(name: str) -> str:
@@ -37,22 +31,21 @@ def readable_model(name: str) -> str:
 
 
 def _describe(entry: cache.Entry) -> dict:
+    """One entry's row, and its object in `cache list --json` (docs/json.md)."""
     from .. import vidtok
 
     row = {"file": str(entry.path), "bytes": entry.size, "last_used": time.strftime("%Y-%m-%d %H:%M", time.localtime(entry.used))}
     try:
         stored = vidtok.read_header(entry.path)
         row.update(source=stored.source.get("name", ""), model=stored.model, model_name=readable_model(stored.model),
-                   frames=stored.timestamps.shape[0])
+                   frames=stored.num_frames)
     except VidtokError:
         row.update(source="(damaged)", model="", model_name="", frames=0)
     return row
 
 
-@cache_app.command("list")
 def list_entries(json_out: o.JsonOpt = False) -> None:
     """Show cached encodes (most recently used first), unfinished writes, and the size limit."""
-    from rich.console import Console
     from rich.table import Table
 
     from .. import cache
@@ -61,30 +54,29 @@ def list_entries(json_out: o.JsonOpt = False) -> None:
     rows = [_describe(e) for e in cache.entries()]
     temps = cache.temp_files()
     total = sum(r["bytes"] for r in rows) + sum(t.size for t in temps)
+    out = Output(json_out)
     if json_out:
-        Output(True).json({
+        out.json({
             "folder": str(cache.cache_dir()), "bytes": total, "limit": limit, "entries": rows,
             "temp_files": [{"file": str(t.path), "bytes": t.size, "orphan": cache.is_orphan(t)} for t in temps],
         })
         return
-    console = Console(highlight=False)
     table = Table("source", "model", "frames", "size", "last used")
     for column in table.columns:
         column.no_wrap, column.overflow = True, "ellipsis"
     for r in rows:
         table.add_row(r["source"], r["model_name"], str(r["frames"]), cache.format_size(r["bytes"]), r["last_used"])
     if rows:
-        console.print(table)
+        out.show(table)
     if temps:
         size = cache.format_size(sum(t.size for t in temps))
-        console.print(f"{count(len(temps), 'unfinished write')} ({size}); `llamavid cache clear` removes them")
-    console.print(
+        out.show(f"{count(len(temps), 'unfinished write')} ({size}); `llamavid cache clear` removes them")
+    out.show(
         f"{count(len(rows), 'entry', 'entries')}, {cache.format_size(total)} of {cache.format_size(limit)} "
         f"in {cache.cache_dir()}"
     )
 
 
-@cache_app.command("clear")
 def clear_entries() -> None:
     """Delete every cached encode, kept transcript and unfinished write."""
     from .. import cache

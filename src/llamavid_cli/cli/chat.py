@@ -4,16 +4,16 @@ from __future__ import annotations
 
 import atexit
 import sys
+from collections.abc import Iterator
 from pathlib import Path
+from types import ModuleType
 from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from .. import settings
-from ..defaults import DEFAULT_WHISPER
 from . import options as o
-from .app import app
-from .common import existing_file, load, pick_model
+from .common import existing_file, start
 from .output import Output
 
 if TYPE_CHECKING:
@@ -28,7 +28,7 @@ HELP = """Commands:
   /exit         leave (Ctrl-D works too; Ctrl-C stops an answer)"""
 
 
-def _readline_history():
+def _readline_history() -> None:
     """Line editing for input(), with history kept in the user data folder across sessions."""
     try:
         import readline
@@ -45,14 +45,14 @@ def _readline_history():
     atexit.register(lambda: _save_history(readline, path))
 
 
-def _save_history(readline, path: Path) -> None:
+def _save_history(readline: ModuleType, path: Path) -> None:
     try:
         readline.write_history_file(path)
     except OSError:
         pass
 
 
-def _lines(interactive: bool):
+def _lines(interactive: bool) -> Iterator[str]:
     """Questions from the prompt (with line editing) or one per line from piped stdin."""
     if interactive:
         _readline_history()
@@ -69,63 +69,35 @@ def _lines(interactive: bool):
             yield line.rstrip("\n")
 
 
-@app.command()
+@o.grouped
 def chat(
     source: Annotated[Path, typer.Argument(help="A video, an image or a .vidtok file.", show_default=False)],
-    model: o.ModelOpt = o.DEFAULTS["model"],
-    device: o.DeviceOpt = "auto",
-    dtype: o.DtypeOpt = "auto",
-    quantize: o.QuantizeOpt = "none",
-    eva_weights: o.EvaOpt = None,
-    long_video: o.LongVideoOpt = None,
-    subtitles: o.SubtitlesOpt = None,
-    transcribe: o.TranscribeOpt = False,
-    whisper_model: o.WhisperOpt = DEFAULT_WHISPER,
-    temperature: o.TemperatureOpt = 0.2,
-    top_p: o.TopPOpt = 0.7,
-    max_new_tokens: o.MaxNewTokensOpt = 512,
-    seed: o.SeedOpt = None,
-    fps: o.FpsOpt = 1.0,
-    max_frames: o.MaxFramesOpt = None,
-    start: o.StartOpt = None,
-    end: o.EndOpt = None,
-    fit: o.FitOpt = False,
-    no_cache: o.NoCacheOpt = False,
+    models: o.ModelOptions = o.ModelOptions(),
+    subs: o.SubtitleOptions = o.SubtitleOptions(),
+    generation: o.GenerationOptions = o.GenerationOptions(),
+    frames: o.SamplingOptions = o.SamplingOptions(),
+    run_opts: o.FitOptions = o.FitOptions(),
 ) -> None:
     """Talk about one video: each answer streams as it is generated; /help lists the commands.
 
     With stdin piped, each line is one question and each answer is printed on its own line.
     """
-    from .. import pipeline
     from ..chat import ChatSession, open_source
     from ..errors import ContextLengthError
-    from ..loader import identify
-    from ..subtitles import read_subtitles
 
     out = Output()
     existing_file(source)
-    if not no_cache:
-        from ..cache import size_limit
-
-        size_limit()  # a bad LLAMAVID_CACHE_SIZE is refused now, not after the encode
-    sampling = pipeline.Sampling(fps, max_frames, o.parse_time(start, "--start"), o.parse_time(end, "--end"))
-    subs = pipeline.SubtitleRequest(subtitles, transcribe, whisper_model)
-    if subtitles:
-        read_subtitles(subtitles, on_warning=out.warn)  # a malformed file fails now, not after the model loads
-    model = pick_model(out, model, [source], sampling, max_new_tokens)
-    pipeline.check_source(source, identify(model))
-    pipeline.check_sampling(source, sampling)
-    pipeline.check_transcribe(model, long_video, subs)
-    loaded = load(out, model, device, dtype, quantize, eva_weights, long_video)
+    run = start(
+        out, models, frames, subs, choose_for=[source], max_new_tokens=generation.max_new_tokens, check=source,
+        use_cache=run_opts.use_cache,
+    )
     prepared = open_source(
-        loaded, source, sampling, max_new_tokens=max_new_tokens, fit=fit, use_cache=not no_cache, subs=subs,
-        progress=lambda total: out.frames(source.name, total),
+        run.loaded, source, run.sampling, max_new_tokens=generation.max_new_tokens, fit=run_opts.fit, use_cache=run_opts.use_cache,
+        subs=run.subs, progress=lambda total: out.frames(source.name, total),
     )
     for note in prepared.notes:
         out.warn(note)
-    session = ChatSession(
-        loaded, prepared, str(source), pipeline.GenerationSettings(temperature, top_p, max_new_tokens, seed)
-    )
+    session = ChatSession(run.loaded, prepared, str(source), generation.settings())
     interactive = sys.stdin.isatty()
     out.info(f"{source.name}: {prepared.num_frames} frames. Ask away; /help for commands.")
     for line in _lines(interactive):
@@ -181,7 +153,6 @@ def _command(out: Output, session: ChatSession, line: str) -> bool:
     return True
 
 
-
 def _range(out: Output, session: ChatSession, args: list[str]) -> None:
     """Narrow the conversation to a time range of the video (or back to all of it)."""
     full = session.full
@@ -199,5 +170,5 @@ def _range(out: Output, session: ChatSession, args: list[str]) -> None:
     if not keep:
         out.warn("no frames in that range")
         return
-    session.prepared = full.subset(keep)
+    session.prepared = full.select(keep)
     out.info(f"Talking about {len(keep)} frames from {start:g} s" + (f" to {end:g} s." if end is not None else "."))

@@ -1,19 +1,66 @@
-"""Small helpers the commands share: loading the model with a status line, checking paths."""
+"""What the commands share: the start of every model run, loading with a status line, path checks."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..defaults import AUTO_MODEL
 from ..errors import UsageError
+from .options import ModelOptions, SamplingOptions, TranscribeOptions
 from .output import Output
 
 if TYPE_CHECKING:
     from ..loader import Loaded
+    from ..pipeline import Answer, SubtitleRequest
+    from ..video import Sampling
 
 
-def pick_model(out: Output, model: str, sources: list[Path], sampling, max_new_tokens: int) -> str:
+@dataclass(frozen=True)
+class Started:
+    """A loaded model with the run's sampling and subtitle request, everything checked."""
+
+    loaded: Loaded
+    sampling: Sampling
+    subs: SubtitleRequest
+
+
+def start(
+    out: Output, models: ModelOptions, frames: SamplingOptions, subs: TranscribeOptions, *, choose_for: list[Path],
+    max_new_tokens: int, check: Path | None = None, use_cache: bool = False,
+) -> Started:
+    """The sequence every model command runs before its own work, each step failing before the
+    slower ones: cache limit → sampling → subtitles → model choice → source checks → load.
+
+    `choose_for` are the videos `--model auto` decides by; `check` is the one source whose
+    fit with the chosen model, sampling and subtitles is checked before the model loads."""
+    from .. import pipeline
+    from ..loader import identify
+    from ..subtitles import read_subtitles
+
+    if use_cache:
+        check_cache_size()
+    sampling = frames.sampling()
+    request = subs.request()
+    if request.file:
+        read_subtitles(request.file, on_warning=out.warn)  # a malformed file fails now, not after the model loads
+    model = pick_model(out, models.model, choose_for, sampling, max_new_tokens)
+    if check is not None:
+        pipeline.check_source(check, identify(model))
+        pipeline.check_sampling(check, sampling)
+        pipeline.check_transcribe(model, models.long_video, request)
+    return Started(load(out, model, models), sampling, request)
+
+
+def check_cache_size() -> None:
+    """A bad LLAMAVID_CACHE_SIZE is refused before any work, not after the first encode."""
+    from ..cache import size_limit
+
+    size_limit()
+
+
+def pick_model(out: Output, model: str, sources: list[Path], sampling: Sampling, max_new_tokens: int) -> str:
     """Resolve `--model auto` and say which model and why, on stderr."""
     if model != AUTO_MODEL:
         return model
@@ -28,10 +75,8 @@ def pick_model(out: Output, model: str, sources: list[Path], sampling, max_new_t
     return chosen
 
 
-def load(
-    out: Output, model: str, device: str, dtype: str, quantize: str, eva_weights: Path | None = None,
-    long_video: bool | None = None,
-) -> Loaded:
+def load(out: Output, model: str, options: ModelOptions) -> Loaded:
+    """`model` (already resolved from `auto`) on the device, dtype and quantization asked for."""
     from transformers.utils import logging as hf_logging
 
     from ..loader import load_model
@@ -39,7 +84,8 @@ def load(
     hf_logging.set_verbosity_error()  # transformers' own warnings are not for our users; errors still show
     with out.status(f"Loading {model}…"):
         loaded = load_model(
-            model, device=device, dtype=dtype, quantize=quantize, eva_weights=eva_weights, long_video=long_video
+            model, device=options.device, dtype=options.dtype, quantize=options.quantize,
+            eva_weights=options.eva_weights, long_video=options.long_video,
         )
     if out.err.is_terminal:
         dtype_name = str(loaded.dtype).removeprefix("torch.")
@@ -48,9 +94,15 @@ def load(
     return loaded
 
 
-def existing_file(path: Path) -> Path:
-    if not path.exists():
-        raise UsageError(f"{path} does not exist")
-    if path.is_dir():
-        raise UsageError(f"{path} is a folder; give a video, image or .vidtok file")
-    return path
+def existing_file(path: Path, expected: str = "a video, image or .vidtok file") -> Path:
+    """A usage error (exit 2) unless `path` is a regular, readable, non-empty file (paths.py owns the rule)."""
+    from ..paths import regular_file
+
+    return regular_file(path, UsageError, expected)
+
+
+def answer_json(result: Answer, loaded: Loaded) -> dict:
+    """The answer object `ask --json` and `summarize --json` print (docs/json.md)."""
+    from ..loader import describe
+
+    return {**result.as_dict(), **describe(loaded)}

@@ -7,12 +7,11 @@ from typing import Annotated, Optional
 
 import typer
 
-from ..defaults import AUTO_MODEL, DEFAULT_PROMPT, DEFAULT_WHISPER
+from ..defaults import AUTO_MODEL, DEFAULT_PROMPT
 from ..errors import LlamaVidError, UsageError
 from . import options as o
-from .app import app
-from .common import load, pick_model
-from .output import Output, about, count
+from .common import Started, start
+from .output import Output, about, count, failure
 
 
 def output_paths(videos: list[Path], output: Path | None, force: bool = False) -> list[Path]:
@@ -46,7 +45,7 @@ def output_paths(videos: list[Path], output: Path | None, force: bool = False) -
     return targets
 
 
-@app.command()
+@o.grouped
 def encode(
     videos: Annotated[list[Path], typer.Argument(help="Videos (or images) to encode.", show_default=False)],
     output: Annotated[
@@ -60,20 +59,10 @@ def encode(
         bool,
         typer.Option("--keep-features", help="Also store the visual features (float16) so every later question gets its own context tokens."),
     ] = False,
-    model: o.ModelOpt = o.DEFAULTS["model"],
-    device: o.DeviceOpt = "auto",
-    dtype: o.DtypeOpt = "auto",
-    quantize: o.QuantizeOpt = "none",
-    eva_weights: o.EvaOpt = None,
-    long_video: o.LongVideoOpt = None,
-    subtitles: o.SubtitlesOpt = None,
-    transcribe: o.TranscribeOpt = False,
-    whisper_model: o.WhisperOpt = DEFAULT_WHISPER,
-    fps: o.FpsOpt = 1.0,
-    max_frames: o.MaxFramesOpt = None,
-    start: o.StartOpt = None,
-    end: o.EndOpt = None,
-    json_out: o.JsonOpt = False,
+    models: o.ModelOptions = o.ModelOptions(),
+    subs: o.SubtitleOptions = o.SubtitleOptions(),
+    frames: o.SamplingOptions = o.SamplingOptions(),
+    json_out: o.JsonLinesOpt = False,
 ) -> None:
     """Compute each frame's context and content tokens and write them to a .vidtok file.
 
@@ -84,11 +73,9 @@ def encode(
       llamavid encode clips/*.mp4 -o tokens/
     """
     from .. import pipeline, video, vidtok
-    from ..subtitles import read_subtitles
-
-    out = Output(json_out)
     from ..paths import regular_file
 
+    out = Output(json_out)
     for v in videos:  # stat, never open: a FIFO would block; in a batch an empty file fails in its turn
         regular_file(v, UsageError, "a video or image file", allow_empty=len(videos) > 1)
     if len(videos) == 1:
@@ -96,44 +83,48 @@ def encode(
     targets = output_paths(videos, output, force)
     for target in targets:
         vidtok.check_writable(target)
-    sampling = pipeline.Sampling(fps, max_frames, o.parse_time(start, "--start"), o.parse_time(end, "--end"))
-    if subtitles:
-        read_subtitles(subtitles, on_warning=out.warn)  # a malformed file fails now, not after the model loads
-    if model == AUTO_MODEL:
-        model = pick_model(out, model, [v for v in videos if video.is_media(v)], sampling, 0)
-    loaded = load(out, model, device, dtype, quantize, eva_weights, long_video)
-    results, failed = [], 0
+    choose_for = [v for v in videos if video.is_media(v)] if models.model == AUTO_MODEL else []
+    run = start(out, models, frames, subs, choose_for=choose_for, max_new_tokens=0)
+    failed = 0
     for source, target in zip(videos, targets):
         try:
-            subs = pipeline.SubtitleRequest(subtitles, transcribe, whisper_model)
-            results.append(_encode_one(out, loaded, source, target, prompt, sampling, keep_features, subs))
+            record = _encode_one(out, run, source, target, prompt, keep_features)
         except LlamaVidError as exc:
             if len(videos) == 1:
                 raise
             failed += 1
             out.err.print(f"Error: {about(source, str(exc))}", markup=False)
-    if json_out:
-        out.json(results if len(videos) > 1 else results[0])
+            if json_out:
+                out.json({"source": str(source), "error": failure(exc)})
+            continue
+        if json_out:
+            out.json(record)
     if failed:
         raise typer.Exit(1)
 
 
-def _encode_one(out: Output, loaded, source: Path, target: Path, prompt: str, sampling, keep: bool, subs) -> dict:
+def _encode_one(out: Output, run: Started, source: Path, target: Path, prompt: str, keep: bool) -> dict:
+    import time
+    from dataclasses import replace
+
     from .. import pipeline, vidtok
 
+    loaded, sampling = run.loaded, run.sampling
+    started = time.perf_counter()
     with out.frames(source.name, pipeline.expected_frames(source, sampling)) as advance:
         encoded = pipeline.encode_source(loaded, source, prompt, sampling, keep_features=keep, on_frames=advance)
-    for warning in encoded.warnings:
+    seconds = time.perf_counter() - started
+    for warning in encoded.notes:
         out.warn(about(source, warning))
-    cues = pipeline.gather_cues(source, subs, [])
-    vidtok.write(target, pipeline.to_vidtok(loaded, encoded, prompt, sampling, cues))
-    out.info(f"{source} → {target} ({count(encoded.tokens.num_frames, 'frame')}, {encoded.seconds:.1f} s)")
+    cues = pipeline.gather_cues(source, run.subs, [], on_note=lambda note: out.warn(about(source, note)))
+    vidtok.write(target, replace(encoded, cues=tuple(cues)))
+    out.info(f"{source} → {target} ({count(encoded.num_frames, 'frame')}, {seconds:.1f} s)")
     return {
         "source": str(source),
         "output": str(target),
-        "frames": encoded.tokens.num_frames,
+        "frames": encoded.num_frames,
         "features": keep,
-        "seconds": round(encoded.seconds, 3),
+        "seconds": round(seconds, 3),
         "subtitles": len(cues),
         "model": loaded.name,
     }

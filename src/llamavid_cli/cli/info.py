@@ -8,7 +8,6 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from . import options as o
-from .app import app
 from .common import existing_file
 from .output import Output
 
@@ -16,39 +15,39 @@ if TYPE_CHECKING:
     from .. import vidtok
 
 
-def summary(path: Path, stored: vidtok.Vidtok) -> dict:
+def summary(path: Path, stored: vidtok.VidtokHeader) -> dict:
+    """What `info` shows, and its `--json` object (docs/json.md)."""
     return {
         "file": str(path),
         "frames": stored.num_frames,
-        "tokens_per_frame": 1 + stored.content.shape[1],
-        "hidden_size": stored.context.shape[1],
-        "duration": stored.timestamps[-1].item() if stored.num_frames else 0.0,
-        "features": list(stored.features.shape) if stored.features is not None else None,
+        "tokens_per_frame": 1 + stored.shapes["content"][1],
+        "hidden_size": stored.shapes["context"][1],
+        "duration": stored.timestamps[-1] if stored.num_frames else 0.0,
+        "features": list(stored.shapes["features"]) if stored.has_features else None,
         "long_video": stored.long_video,  # None: written before the mode was recorded
         "model": stored.model,
         "fingerprint": stored.fingerprint,
         "prompt": stored.prompt,
         "sampling": stored.sampling,
         "source": stored.source,
-        "subtitles": len(stored.subtitles),
+        "subtitles": stored.subtitles,
         "tool_version": stored.tool_version,
         "created": stored.created,
     }
 
 
-@app.command()
 def info(
     file: Annotated[Path, typer.Argument(help="A .vidtok file.", show_default=False)],
     json_out: o.JsonOpt = False,
 ) -> None:
     """Show what a .vidtok file holds: frames, model, prompt, source."""
-    from rich.console import Console
     from rich.table import Table
 
     from .. import vidtok
 
-    existing_file(file)
-    data = summary(file, vidtok.read(file))
+    existing_file(file, "a .vidtok file")
+    vidtok.read(file)  # every check, token values included: a damaged file is refused, not described
+    data = summary(file, vidtok.read_header(file))
     out = Output(json_out)
     if json_out:
         out.json(data)
@@ -56,4 +55,4 @@ def info(
     table = Table(show_header=False, box=None)
     for key, value in data.items():
         table.add_row(key, str(value))
-    Console(highlight=False).print(table)
+    out.show(table)

@@ -11,18 +11,17 @@ import shutil
 import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 
 from .. import checkpoints
 from ..errors import CheckpointError, LlamaVidError, UsageError
 from . import options as o
-from .app import app
 from .output import Output
 
-models_app = typer.Typer(invoke_without_command=True)  # help: the callback's docstring
-app.add_typer(models_app, name="models")
+if TYPE_CHECKING:
+    from huggingface_hub import CachedRepoInfo, HFCacheInfo
 
 ModelArg = Annotated[
     str,
@@ -52,7 +51,7 @@ def hub_cache_dir() -> Path:
     return Path(constants.HF_HUB_CACHE)
 
 
-def scan():
+def scan() -> HFCacheInfo | None:
     """The hub cache's HFCacheInfo, or None when the cache folder does not exist yet."""
     from huggingface_hub import scan_cache_dir
     from huggingface_hub.errors import CacheNotFound
@@ -65,12 +64,13 @@ def scan():
         raise LlamaVidError(f"the Hugging Face cache {hub_cache_dir()} is not a folder; fix HF_HOME or HF_HUB_CACHE") from None
 
 
-def cached_repos(info) -> dict:
+def cached_repos(info: HFCacheInfo | None) -> dict[str, CachedRepoInfo]:
     """repo id → CachedRepoInfo for the model repos in the cache."""
     return {} if info is None else {r.repo_id: r for r in info.repos if r.repo_type == "model"}
 
 
 def is_complete(folder: Path) -> bool:
+    """config.json and every shard its index names are there."""
     if not (folder / "config.json").is_file():
         return False
     try:
@@ -80,7 +80,7 @@ def is_complete(folder: Path) -> bool:
     return True
 
 
-def complete_snapshot(repo) -> Path | None:
+def complete_snapshot(repo: CachedRepoInfo) -> Path | None:
     """The snapshot `main` points to if complete, else the newest complete one."""
     revisions = sorted(repo.revisions, key=lambda r: ("main" in r.refs, r.last_modified), reverse=True)
     return next((r.snapshot_path for r in revisions if is_complete(r.snapshot_path)), None)
@@ -128,7 +128,6 @@ def human_size(n: int) -> str:
 # --- commands -----------------------------------------------------------------------------
 
 
-@models_app.callback()
 def models(ctx: typer.Context) -> None:
     """The released LLaMA-VID checkpoints: list, download and remove them from the Hugging Face cache.
 
@@ -138,7 +137,6 @@ def models(ctx: typer.Context) -> None:
         list_models(json_out=False)
 
 
-@models_app.command("list")
 def list_models(json_out: o.JsonOpt = False) -> None:
     """Show the model aliases, their download size and whether they are in the local cache.
 
@@ -149,12 +147,12 @@ def list_models(json_out: o.JsonOpt = False) -> None:
       llamavid models list --json
     """
     from rich import box
-    from rich.console import Console
     from rich.table import Table
 
     rows = statuses()
+    out = Output(json_out)
     if json_out:
-        Output(True).json([asdict(r) for r in rows])
+        out.json([asdict(r) for r in rows])
         return
     table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False)
     table.add_column("model", no_wrap=True)
@@ -167,12 +165,10 @@ def list_models(json_out: o.JsonOpt = False) -> None:
             r.alias + (" *" if r.default else ""), r.repo_id, r.kind, f"~{r.download_gb:g} GB", cached,
             human_size(r.bytes) if r.bytes else "",
         )
-    console = Console(highlight=False)
-    console.print(table)
-    console.print(f"* default. {sum(r.cached for r in rows)} of {len(rows)} cached in {hub_cache_dir()}")
+    out.show(table)
+    out.show(f"* default. {sum(r.cached for r in rows)} of {len(rows)} cached in {hub_cache_dir()}")
 
 
-@models_app.command("pull")
 def pull(model: ModelArg) -> None:
     """Download a checkpoint and BERT's vocabulary into the Hugging Face cache; print its folder.
 
@@ -196,7 +192,6 @@ def pull(model: ModelArg) -> None:
     out.result(str(folder))
 
 
-@models_app.command("rm")
 def remove(
     model: ModelArg,
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Delete without asking (needed when stdin is not a terminal).")] = False,

@@ -1,15 +1,31 @@
-"""Options shared by several commands, declared once so their names, defaults and help agree."""
+"""Options shared by several commands, declared once so their names, defaults and help agree.
+
+The options come in groups (`ModelOptions`, `SamplingOptions`, …): small dataclasses whose
+fields are the options, with the defaults of their owners (`defaults.py`, which the library's
+settings read too). A command names a group once, as one typed parameter, and `@grouped`
+spreads its fields into the signature Typer reads, so every command that takes a group takes
+the same flags.
+"""
 
 from __future__ import annotations
 
+import dataclasses
+import functools
+import inspect
 import re
+import typing
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Any, Optional, TypeVar
 
 import typer
 
-from .. import settings
+from .. import defaults, settings
 from ..checkpoints import ALIASES
+
+if TYPE_CHECKING:
+    from ..pipeline import GenerationSettings, SubtitleRequest
+    from ..video import Sampling
 
 ENV = {key: settings.env_var(key) for key in settings.KEYS}  # --fps → LLAMAVID_FPS, …
 
@@ -62,6 +78,9 @@ NoCacheOpt = Annotated[
     bool, typer.Option("--no-cache", help="Neither read nor write the encode cache for this run.")
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout instead of text.")]
+JsonLinesOpt = Annotated[
+    bool, typer.Option("--json", help="Print one JSON object per file on stdout (JSON Lines) instead of text.")
+]
 
 
 def shell_text(value: str) -> str:
@@ -85,8 +104,6 @@ MaxFramesOpt = Annotated[Optional[int], typer.Option("--max-frames", min=1, help
 StartOpt = Annotated[Optional[str], typer.Option("--start", help="Start of the time range: seconds, MM:SS or H:MM:SS.")]
 EndOpt = Annotated[Optional[str], typer.Option("--end", help="End of the time range: seconds, MM:SS or H:MM:SS.")]
 
-DEFAULTS = {"model": "auto", "device": "auto", "dtype": "auto", "quantize": "none"}
-
 
 def parse_time(value: str | None, flag: str) -> float | None:
     """`75`, `75.5`, `1:15` or `0:01:15` → seconds; minutes and seconds after a colon stay below 60."""
@@ -105,3 +122,129 @@ def parse_time(value: str | None, flag: str) -> float | None:
     for part in parts:
         seconds = seconds * 60 + float(part)
     return seconds
+
+
+# ---- option groups ---------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelOptions:
+    """Which checkpoint, and where and how it runs."""
+
+    model: ModelOpt = defaults.AUTO_MODEL
+    device: DeviceOpt = defaults.DEVICE
+    dtype: DtypeOpt = defaults.DTYPE
+    quantize: QuantizeOpt = defaults.QUANTIZE
+    eva_weights: EvaOpt = None
+    long_video: LongVideoOpt = None
+
+
+@dataclasses.dataclass(frozen=True)
+class TranscribeOptions:
+    """Whisper for videos without subtitles (summarize: each video's own track, else this)."""
+
+    transcribe: TranscribeOpt = False
+    whisper_model: WhisperOpt = defaults.DEFAULT_WHISPER
+
+    def request(self) -> SubtitleRequest:
+        from ..pipeline import SubtitleRequest
+
+        return SubtitleRequest(None, self.transcribe, self.whisper_model)
+
+
+@dataclasses.dataclass(frozen=True)
+class SubtitleOptions(TranscribeOptions):
+    """A subtitle file, or Whisper, for one video."""
+
+    subtitles: SubtitlesOpt = None
+
+    def request(self) -> SubtitleRequest:
+        from ..pipeline import SubtitleRequest
+
+        return SubtitleRequest(self.subtitles, self.transcribe, self.whisper_model)
+
+
+@dataclasses.dataclass(frozen=True)
+class GenerationOptions:
+    """How answers are sampled (pipeline.GenerationSettings, from the command line)."""
+
+    temperature: TemperatureOpt = defaults.TEMPERATURE
+    top_p: TopPOpt = defaults.TOP_P
+    max_new_tokens: MaxNewTokensOpt = defaults.MAX_NEW_TOKENS
+    seed: SeedOpt = None
+
+    def settings(self) -> GenerationSettings:
+        from ..pipeline import GenerationSettings
+
+        return GenerationSettings(self.temperature, self.top_p, self.max_new_tokens, self.seed)
+
+
+@dataclasses.dataclass(frozen=True)
+class SamplingOptions:
+    """Which frames to take (video.Sampling, from the command line: times as typed)."""
+
+    fps: FpsOpt = defaults.FPS
+    max_frames: MaxFramesOpt = None
+    start: StartOpt = None
+    end: EndOpt = None
+
+    def sampling(self) -> Sampling:
+        from ..video import Sampling
+
+        return Sampling(self.fps, self.max_frames, parse_time(self.start, "--start"), parse_time(self.end, "--end"))
+
+
+@dataclasses.dataclass(frozen=True)
+class FitOptions:
+    """What to do when a video does not fit the model's context, and whether to use the encode cache."""
+
+    fit: FitOpt = False
+    no_cache: NoCacheOpt = False
+
+    @property
+    def use_cache(self) -> bool:
+        return not self.no_cache
+
+
+# Where a group's options appear in --help: SubtitleOptions lists --subtitles first, as before.
+_ORDER = {SubtitleOptions: ("subtitles", "transcribe", "whisper_model")}
+
+Command = TypeVar("Command", bound=Callable[..., Any])
+
+
+def group_fields(kind: type) -> list[inspect.Parameter]:
+    """A group's options as keyword parameters, each with its Typer declaration and default."""
+    hints = typing.get_type_hints(kind, include_extras=True)
+    fields = {f.name: f for f in dataclasses.fields(kind)}
+    order = _ORDER.get(kind, tuple(fields))
+    return [
+        inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, annotation=hints[name], default=fields[name].default)
+        for name in order
+    ]
+
+
+def grouped(command: Command) -> Command:
+    """Let a command take option groups as parameters: Typer sees each group's fields, the
+    command gets one group object per parameter annotated with a group class."""
+    hints = typing.get_type_hints(command, include_extras=True)
+    params: list[inspect.Parameter] = []
+    groups: dict[str, tuple[type, list[str]]] = {}
+    for param in inspect.signature(command).parameters.values():
+        kind = hints.get(param.name, param.annotation)
+        if isinstance(kind, type) and dataclasses.is_dataclass(kind):
+            fields = group_fields(kind)
+            params += fields
+            groups[param.name] = (kind, [f.name for f in fields])
+        else:
+            params.append(param.replace(annotation=kind, kind=inspect.Parameter.KEYWORD_ONLY))
+
+    @functools.wraps(command)
+    def wrapper(**kwargs: Any) -> Any:
+        for name, (kind, names) in groups.items():
+            kwargs[name] = kind(**{n: kwargs.pop(n) for n in names})
+        return command(**kwargs)
+
+    wrapper.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
+    wrapper.__annotations__ = {p.name: p.annotation for p in params}
+    del wrapper.__wrapped__  # Typer must read the spread signature, not the command's own
+    return typing.cast(Command, wrapper)

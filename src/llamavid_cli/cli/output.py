@@ -10,20 +10,34 @@ from __future__ import annotations
 import json
 import sys
 import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any, Callable, Iterator
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from rich.console import Console, RenderableType
     from rich.progress import Progress
+
+    from ..errors import LlamaVidError
 
 
 class Output:
-    def __init__(self, json_mode: bool = False):
+    def __init__(self, json_mode: bool = False) -> None:
         from rich.console import Console
 
         self.json_mode = json_mode
         self.err = Console(stderr=True, highlight=False, soft_wrap=True)
+        self._out: Console | None = None
         self.streamed = False
+
+    @property
+    def out(self) -> Console:
+        """stdout as a rich console, for tables; made when first used."""
+        if self._out is None:
+            from rich.console import Console
+
+            self._out = Console(highlight=False)
+        return self._out
 
     # results: stdout
     def stream(self, text: str) -> None:
@@ -33,6 +47,7 @@ class Output:
         self.streamed = True
 
     def end_stream(self) -> None:
+        """Close a streamed answer with its newline (nothing when nothing streamed)."""
         if self.streamed:
             sys.stdout.write("\n")
             sys.stdout.flush()
@@ -41,6 +56,10 @@ class Output:
     def result(self, text: str) -> None:
         sys.stdout.write(text + "\n")
         sys.stdout.flush()
+
+    def show(self, renderable: RenderableType) -> None:
+        """A table or a line of a human-readable result, on stdout."""
+        self.out.print(renderable, markup=False)
 
     def json(self, data: Any) -> None:
         sys.stdout.write(json.dumps(data, ensure_ascii=False) + "\n")
@@ -64,7 +83,14 @@ class Output:
 
     def progress(self, description: str = "frames") -> Progress:
         """Frames done, frames/s and ETA on stderr; silent when stderr is not a terminal."""
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskProgressColumn, TextColumn, TimeRemainingColumn
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TaskProgressColumn,
+            TextColumn,
+            TimeRemainingColumn,
+        )
 
         return Progress(
             TextColumn("{task.description}"),
@@ -91,6 +117,16 @@ class Output:
                 bar.update(task, advance=n, rate=f"{rate:.1f} frames/s")
 
             yield advance
+
+
+def error_object(message: str, kind: str, exit_code: int) -> dict:
+    """What `--json` says about a failure: `{"error": error_object(…)}` (docs/json.md)."""
+    return {"message": message, "type": kind, "exit_code": exit_code}
+
+
+def failure(exc: LlamaVidError) -> dict:
+    """One file's failure in a batch (encode, summarize), for its JSON Lines record."""
+    return error_object(str(exc), type(exc).__name__, exc.exit_code)
 
 
 def count(n: int, one: str, many: str | None = None) -> str:

@@ -7,20 +7,16 @@ import json
 import zlib
 from dataclasses import dataclass
 from pathlib import Path, PurePath
-from typing import TYPE_CHECKING, Annotated, Optional
+from typing import Annotated, Optional
 
 import typer
 
-from ..defaults import AUTO_MODEL, DEFAULT_WHISPER
+from ..defaults import AUTO_MODEL
 from ..errors import LlamaVidError, UsageError
 from ..paths import is_regular, reason, regular_file, write_text
 from . import options as o
-from .app import app
-from .common import load, pick_model
-from .output import Output, about
-
-if TYPE_CHECKING:
-    from .. import pipeline
+from .common import answer_json, check_cache_size, start
+from .output import Output, about, failure
 
 SUMMARY_PROMPT = "Summarize this video: what happens, who appears and where it takes place."
 FORMATS = ("txt", "md", "json")
@@ -113,16 +109,16 @@ def shard(files: list[Input], spec: str | None) -> list[Input]:
     return [f for f in files if zlib.crc32(str(f.path).encode()) % count == index - 1]
 
 
-def render(source: Path, result: pipeline.Answer, fmt: str) -> str:
-    """One video's summary as a file (or stdout section) in `fmt`."""
+def render(source: Path, answer: dict, fmt: str) -> str:
+    """One video's summary file in `fmt`; `answer` is the answer object (docs/json.md)."""
     if fmt == "json":
-        return json.dumps(result.as_dict(), ensure_ascii=False, indent=2)
+        return json.dumps(answer, ensure_ascii=False, indent=2)
     if fmt == "md":
-        return f"# {source.name}\n\n{result.answer}"
-    return result.answer
+        return f"# {source.name}\n\n{answer['answer']}"
+    return answer["answer"]
 
 
-def write_summary(target: Path, source: Path, result: pipeline.Answer, fmt: str) -> Path:
+def write_summary(target: Path, source: Path, answer: dict, fmt: str) -> Path:
     """Atomically; a failure is one line naming the file (the batch goes on)."""
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -130,10 +126,10 @@ def write_summary(target: Path, source: Path, result: pipeline.Answer, fmt: str)
         raise LlamaVidError(f"cannot write {target} (a file is in the way of its folder)") from None
     except OSError as exc:
         raise LlamaVidError(f"cannot write {target} ({reason(exc)})") from None
-    return write_text(target, render(source, result, fmt) + "\n")
+    return write_text(target, render(source, answer, fmt) + "\n")
 
 
-@app.command()
+@o.grouped
 def summarize(
     paths: Annotated[list[str], typer.Argument(help="Videos, folders or globs.", show_default=False)],
     prompt: Annotated[str, typer.Option("--prompt", "-p", help="What to ask of every video.")] = SUMMARY_PROMPT,
@@ -145,25 +141,12 @@ def summarize(
     fmt: Annotated[str, typer.Option("--format", help="Summary format: txt, md or json (files with --out-dir, else stdout).")] = "txt",
     skip_existing: Annotated[bool, typer.Option("--skip-existing", help="Skip videos whose output file exists (resume).")] = False,
     shard_spec: Annotated[Optional[str], typer.Option("--shard", help="Process only part I of N, e.g. 2/4.")] = None,
-    model: o.ModelOpt = o.DEFAULTS["model"],
-    device: o.DeviceOpt = "auto",
-    dtype: o.DtypeOpt = "auto",
-    quantize: o.QuantizeOpt = "none",
-    eva_weights: o.EvaOpt = None,
-    long_video: o.LongVideoOpt = None,
-    transcribe: o.TranscribeOpt = False,
-    whisper_model: o.WhisperOpt = DEFAULT_WHISPER,
-    temperature: o.TemperatureOpt = 0.2,
-    top_p: o.TopPOpt = 0.7,
-    max_new_tokens: o.MaxNewTokensOpt = 512,
-    seed: o.SeedOpt = None,
-    fps: o.FpsOpt = 1.0,
-    max_frames: o.MaxFramesOpt = None,
-    start: o.StartOpt = None,
-    end: o.EndOpt = None,
-    fit: o.FitOpt = False,
-    no_cache: o.NoCacheOpt = False,
-    json_out: o.JsonOpt = False,
+    models: o.ModelOptions = o.ModelOptions(),
+    subs: o.TranscribeOptions = o.TranscribeOptions(),
+    generation: o.GenerationOptions = o.GenerationOptions(),
+    frames: o.SamplingOptions = o.SamplingOptions(),
+    run_opts: o.FitOptions = o.FitOptions(),
+    json_out: o.JsonLinesOpt = False,
 ) -> None:
     """Summarise many videos; a failing file is reported and the batch goes on (exit 1 if any failed).
 
@@ -180,10 +163,8 @@ def summarize(
     if skip_existing and not out_dir:
         raise UsageError("--skip-existing needs --out-dir (it skips videos whose summary file is there)")
     out = Output(json_out)
-    if not no_cache:
-        from ..cache import size_limit
-
-        size_limit()  # a bad LLAMAVID_CACHE_SIZE is refused now, not after the first encode
+    if run_opts.use_cache:
+        check_cache_size()
     inputs = shard(collect(paths, recursive), shard_spec)
     written = targets(inputs, out_dir, fmt) if out_dir else {}
     if out_dir:
@@ -197,12 +178,10 @@ def summarize(
     if not files:
         out.info("Nothing to summarise.")
         return
-    generation = pipeline.GenerationSettings(temperature, top_p, max_new_tokens, seed)
-    sampling = pipeline.Sampling(fps, max_frames, o.parse_time(start, "--start"), o.parse_time(end, "--end"))
-    if model == AUTO_MODEL:  # one model for the batch: the long one if any video needs it
-        videos = [f for f in files if not pipeline.is_vidtok(f)]
-        model = pick_model(out, model, videos, sampling, max_new_tokens)
-    loaded = load(out, model, device, dtype, quantize, eva_weights, long_video)
+    # one model for the batch: with --model auto, the long one if any video needs it
+    videos = [f for f in files if not pipeline.is_vidtok(f)] if models.model == AUTO_MODEL else []
+    run = start(out, models, frames, subs, choose_for=videos, max_new_tokens=generation.max_new_tokens)
+    loaded, settings = run.loaded, generation.settings()
     failed: list[Path] = []
     with out.progress() as bar:
         task = bar.add_task("videos", total=len(files), rate="")
@@ -210,25 +189,26 @@ def summarize(
             try:
                 pipeline.check_source(source)  # a damaged .vidtok is named as one, not as a video
                 result = pipeline.ask(
-                    loaded, source, prompt, sampling=sampling, generation=generation, use_cache=not no_cache, fit=fit,
-                    subs=pipeline.SubtitleRequest(None, transcribe, whisper_model),
+                    loaded, source, prompt, sampling=run.sampling, generation=settings, use_cache=run_opts.use_cache, fit=run_opts.fit,
+                    subs=run.subs,
                     on_note=lambda note, source=source: bar.console.print(f"Warning: {about(source, note)}", markup=False),
                 )
+                answer = answer_json(result, loaded)
                 if out_dir:
-                    write_summary(written[source], source, result, fmt)
+                    write_summary(written[source], source, answer, fmt)
             except LlamaVidError as exc:
                 failed.append(source)
                 if json_out:
-                    out.json({"source": str(source), "error": str(exc)})
+                    out.json({"source": str(source), "error": failure(exc)})
                 bar.console.print(f"Error: {about(source, str(exc))}", markup=False)
                 bar.advance(task)
                 continue
             if json_out or (fmt == "json" and not out_dir):
-                out.json(result.as_dict())
+                out.json(answer)
             elif fmt == "md" and not out_dir:
-                out.result(f"# {source}\n\n{result.answer}\n")
+                out.result(f"# {source}\n\n{answer['answer']}\n")
             elif not out_dir:
-                out.result(f"== {source} ==\n{result.answer}\n")
+                out.result(f"== {source} ==\n{answer['answer']}\n")
             bar.advance(task)
     out.info(f"{len(files) - len(failed)} of {len(files)} summarised" + (f"; failed: {', '.join(map(str, failed))}" if failed else ""))
     if failed:

@@ -1,0 +1,97 @@
+"""Frames to tokens: decode (video.py), normalise (pixels.py), the vision tower and the
+per-frame context and content tokens (method.md §2–§5), into one `EncodedVideo`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable, Iterator
+
+import numpy as np
+import torch
+
+from . import cache, pixels, video
+from .encoded import EncodedVideo
+from .errors import VideoError
+from .loader import Loaded
+from .model.llamavid import FrameTokens
+from .video import Sampling
+
+DECODE_BATCH = 16  # frames decoded and pushed through the tower together
+NO_FRAMES = "no frames in the chosen range; widen --start/--end or raise --fps"
+
+
+def source_info(path: Path) -> dict:
+    """Name, size, content hash (`cache.content_hash`) and the stream's shape."""
+    info = video.probe(path)
+    return {
+        "name": path.name, "size": path.stat().st_size, "hash": cache.content_hash(path), "duration": info.duration,
+        "width": info.width, "height": info.height, "fps": info.fps, "codec": info.codec,
+    }
+
+
+def _pixel_batches(loaded: Loaded, path: Path, sampling: Sampling, warnings: list[str]) -> Iterator[tuple[torch.Tensor, list[float]]]:
+    """Normalised pixel batches [b,3,S,S] on the model's device, with their timestamps."""
+    size = loaded.config.vision.image_size
+    device, dtype = loaded.model.vision_device, loaded.model.vision_dtype
+    if video.is_image(path):
+        image = video.load_image(path)
+        if loaded.config.pad_images:
+            image = pixels.pad_to_square(image)
+        yield pixels.normalize(pixels.resize_and_crop(image, size)[None], device, dtype), [0.0]
+        return
+    batch, stamps = [], []
+    frames = video.iter_frames(path, sampling, size=size, on_warning=warnings.append)
+    for frame in frames:
+        batch.append(frame.image)
+        stamps.append(frame.time)
+        if len(batch) == DECODE_BATCH:
+            yield pixels.normalize(np.stack(batch), device, dtype), stamps
+            batch, stamps = [], []
+    if batch:
+        yield pixels.normalize(np.stack(batch), device, dtype), stamps
+
+
+def encode_source(
+    loaded: Loaded,
+    path: Path,
+    instruction: str,
+    sampling: Sampling | None = None,
+    *,
+    keep_features: bool = False,
+    on_frames: Callable[[int], None] | None = None,
+    info: dict | None = None,
+) -> EncodedVideo:
+    """Video or image → context and content tokens for `instruction` (features kept on request)."""
+    sampling = sampling or Sampling()
+    path = Path(path)
+    warnings: list[str] = []
+    model = loaded.model
+    contexts, contents, stamps, kept = [], [], [], []
+    for batch, times in _pixel_batches(loaded, path, sampling, warnings):
+        features = model.vision_features(batch)  # (b, 1+P, V)
+        tokens = model.frame_tokens(features, instruction, long_video=loaded.long_video)
+        _check_finite(path, times, features, tokens)
+        contexts.append(tokens.context)
+        contents.append(tokens.content)
+        stamps += times
+        if keep_features:
+            kept.append(features.to("cpu", torch.float16))
+        if on_frames:
+            on_frames(len(times))
+    if not contexts:
+        raise VideoError(f"{path}: {NO_FRAMES}")
+    return EncodedVideo(
+        timestamps=tuple(stamps), context=torch.cat(contexts), content=torch.cat(contents), prompt=instruction,
+        model=loaded.name, fingerprint=loaded.fingerprint, long_video=loaded.long_video,
+        features=torch.cat(kept) if keep_features else None, sampling=sampling.as_dict(),
+        source=info or source_info(path), notes=tuple(warnings),
+    )
+
+
+def _check_finite(path: Path, times: list[float], features: torch.Tensor, tokens: FrameTokens) -> None:
+    """NaN/Inf from an overflowing kernel would reach the LLM as garbage (or crash sampling): stop here."""
+    if not all(bool(torch.isfinite(t).all()) for t in (features, tokens.context, tokens.content)):
+        raise VideoError(
+            f"{path}: the vision tower produced NaN or infinite values for the frames at {times[0]:.1f}–{times[-1]:.1f} s; "
+            "try --dtype float32 or another --device"
+        )
