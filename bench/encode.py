@@ -27,6 +27,10 @@ interleaved (a, b, c, a, b, c, …) and every figure is the median of `--repeats
 3. Memory: peak RSS of (b) on a 30-minute against a 1-minute video, both 640x360 30 fps H.264
    (ultrafast, ~600 kbit/s, keyframe every 2 s). Target: ≤ 1.2×.
 4. With CUDA: frames/s of the real-sized EVA-ViT-G tower (random weights, fp16) at batch 1…64.
+5. Non-reference frames left undecoded (issue 12; --skip-skim to leave out): 30 s clips at the main
+   video's size from x264 `medium` (B-frames, b-pyramid), x264 `ultrafast` (no B-frames), x265
+   `ultrafast` (when PyAV's FFmpeg has it) and VP9: (a) bare full decode, (b) iter_frames at 1 fps
+   + normalize, (c) the same decoding every frame. Target on x264 medium: (b) CPU ≤ 0.6×(a).
 
 Timing: CPU = getrusage(RUSAGE_SELF) user + system of the child (all its threads, decoder threads
 included) around the step only, imports and setup excluded; wall = perf_counter around the same.
@@ -400,10 +404,45 @@ def step_gpu(a: dict) -> dict:
                        "params": params, "rows": rows}}
 
 
+def step_skim(a: dict) -> dict:
+    """iter_frames + normalize at a.fps, 224 px, with or without leaving non-reference frames out."""
+    import numpy as np
+
+    from llamavid_cli import video
+    from llamavid_cli.pixels import normalize
+
+    video._SKIP_NON_REFERENCE = a["skim"]
+    decoded = {"n": 0}
+    original = video._decoded
+
+    def counting(*args):
+        for frame in original(*args):
+            decoded["n"] += 1
+            yield frame
+
+    video._decoded = counting
+
+    def run(path, fps, size):
+        batch, picked = [], []
+        for frame in video.iter_frames(path, video.Sampling(fps), size=size):
+            picked.append([frame.index, round(frame.time, 6)])
+            batch.append(frame.image)
+            if len(batch) == BATCH:
+                normalize(np.stack(batch))
+                batch = []
+        if batch:
+            normalize(np.stack(batch))
+        return {"frames_decoded": decoded["n"], "frames_chosen": len(picked),
+                "chosen_sha1": hashlib.sha1(json.dumps(picked).encode()).hexdigest()}
+
+    return measure(run, a["path"], a.get("fps", 1.0), a.get("size", SIZE))
+
+
 STEPS = {
     "bare": step_bare, "ours": step_ours, "pil": step_pil, "original": step_original, "sparse": step_sparse,
     "probe": step_probe, "gpu": step_gpu,
 }
+STEPS["skim"] = step_skim
 
 
 def child_main(name: str, args_json: str) -> None:
@@ -617,6 +656,113 @@ def print_table(report: dict) -> None:
         p("4. Vision tower frames/s: needs a CUDA GPU (torch.cuda.is_available() is False here); skipped")
 
 
+# ---- 5. skipping non-reference frames (issue 12) ---------------------------------------------
+
+SKIM_CODECS = (  # (label, encoder, options): x264 presets come from generate_video
+    ("x264 medium (B-frames, b-pyramid)", "libx264", "medium"),
+    ("x264 ultrafast (no B-frames)", "libx264", "ultrafast"),
+    ("x265 ultrafast (B-frames)", "libx265", {"preset": "ultrafast", "x265-params": "log-level=error"}),
+    ("VP9 realtime (altref)", "libvpx-vp9", {"deadline": "realtime", "cpu-used": "8", "row-mt": "1"}),
+)
+
+
+def ensure_transcoded(source: Path, encoder: str, options: dict, bitrate: int) -> Path:
+    """`source` re-encoded with `encoder` (cached next to it, written atomically)."""
+    import av
+
+    ext = "webm" if "vpx" in encoder else "mp4"
+    path = source.with_name(f"{source.stem}_{encoder}.{ext}")
+    if path.is_file() and path.stat().st_size > 0:
+        log(f"video {path.name}: cached")
+        return path
+    partial = path.with_name(f".{path.stem}.partial-{os.getpid()}.{ext}")
+    log(f"transcoding {source.name} to {encoder}")
+    try:
+        with av.open(str(source)) as src, av.open(str(partial), "w") as dst:
+            stream = src.streams.video[0]
+            stream.thread_type = "AUTO"
+            out = dst.add_stream(encoder, rate=stream.average_rate, options=options)
+            out.width, out.height, out.pix_fmt = stream.width, stream.height, "yuv420p"
+            out.bit_rate = bitrate
+            out.codec_context.gop_size = 2 * round(float(stream.average_rate))
+            for frame in src.decode(stream):
+                frame.pict_type = av.video.frame.PictureType.NONE
+                for packet in out.encode(frame):
+                    dst.mux(packet)
+            for packet in out.encode():
+                dst.mux(packet)
+        os.replace(partial, path)
+    finally:
+        partial.unlink(missing_ok=True)
+    return path
+
+
+def part_skim(cache_dir: Path, seconds: float, width: int, height: int, fps: int, bitrate: int, repeats: int) -> dict:
+    """Per codec: (a) the bare full decode loop, (b) ours at 1 fps skipping unwanted
+    non-reference frames, (c) ours decoding every frame (today's path before issue 12)."""
+    import av
+
+    rows = []
+    clips: dict[str, Path] = {}
+    for label, encoder, options in SKIM_CODECS:
+        if encoder not in av.codecs_available:
+            rows.append({"codec": label, "skipped": f"PyAV's FFmpeg has no {encoder}"})
+            continue
+        if encoder == "libx264":
+            path, _ = ensure_video(cache_dir, seconds=seconds, width=width, height=height, fps=fps,
+                                   bitrate=bitrate, preset=options, gop=2 * fps)
+            clips[options] = path
+        else:
+            path = ensure_transcoded(clips["ultrafast"], encoder, options, bitrate)
+        warm_cache(path)
+        runs: dict[str, list[dict]] = {"a": [], "b": [], "c": []}
+        for r in range(repeats):
+            runs["a"].append(run_step("bare", {"path": str(path)}))
+            runs["b"].append(run_step("skim", {"path": str(path), "skim": True}))
+            runs["c"].append(run_step("skim", {"path": str(path), "skim": False}))
+            log(f"5. {label}: run {r + 1}/{repeats}: CPU " + ", ".join(
+                f"({k}) {v[-1]['cpu_s']:.2f} s" for k, v in runs.items()))
+        a, b, c = (summarize(runs[k]) for k in "abc")
+        rows.append({
+            "codec": label, "path": str(path),
+            "frames": a["result"]["frames_decoded"],
+            "decoded_b": b["result"]["frames_decoded"], "decoded_c": c["result"]["frames_decoded"],
+            "same_frames": b["result"]["chosen_sha1"] == c["result"]["chosen_sha1"],
+            "cpu_s": {"a": a["cpu_s"], "b": b["cpu_s"], "c": c["cpu_s"]},
+            "wall_s": {"a": a["wall_s"], "b": b["wall_s"], "c": c["wall_s"]},
+            "cpu_ratio_b_a": b["cpu_s"] / a["cpu_s"], "cpu_ratio_c_a": c["cpu_s"] / a["cpu_s"],
+            "cpu_ratio_b_c": b["cpu_s"] / c["cpu_s"],
+            "video_s_per_wall_s_b": seconds / b["wall_s"], "video_s_per_wall_s_a": seconds / a["wall_s"],
+        })
+    main = next((r for r in rows if r["codec"].startswith("x264 medium")), None)
+    return {
+        "seconds": seconds, "width": width, "height": height, "fps": fps, "rows": rows,
+        "target_b_frames_cpu_ratio_max": 0.6,
+        "b_frames_ok": main is not None and main["cpu_ratio_b_a"] <= 0.6,
+        "identical": all(r.get("same_frames", True) for r in rows),
+    }
+
+
+def print_skim(sk: dict) -> None:
+    p = print
+    p("")
+    p(f"5. Non-reference frames left undecoded: {sk['seconds']:g} s {sk['width']}x{sk['height']} {sk['fps']} fps "
+      "clips, iter_frames(fps=1, 224 px) + normalize")
+    p(f"   {'codec':36s} {'frames':>6s} {'dec (b)':>7s} {'CPU (a)':>8s} {'CPU (b)':>8s} {'CPU (c)':>8s} "
+      f"{'(b)/(a)':>7s} {'(b)/(c)':>7s} {'video s/s (b)':>13s}  same")
+    for r in sk["rows"]:
+        if "skipped" in r:
+            p(f"   {r['codec']:36s} skipped: {r['skipped']}")
+            continue
+        cpu = r["cpu_s"]
+        p(f"   {r['codec']:36s} {r['frames']:6d} {r['decoded_b']:7d} {cpu['a']:8.2f} {cpu['b']:8.2f} {cpu['c']:8.2f} "
+          f"{r['cpu_ratio_b_a']:7.3f} {r['cpu_ratio_b_c']:7.3f} {r['video_s_per_wall_s_b']:13.2f}  "
+          f"{'yes' if r['same_frames'] else 'NO'}")
+    p("   (a) bare full decode loop, (b) ours skipping, (c) ours decoding every frame; CPU in seconds")
+    p(f"   target (b) CPU ≤ 0.6×(a) on the B-frame clip: {'PASS' if sk['b_frames_ok'] else 'MISS'}; "
+      f"chosen frames (b) = (c): {'IDENTICAL' if sk['identical'] else 'DIFFER'}")
+
+
 def loadavg() -> str:
     try:
         return " ".join(f"{x:.2f}" for x in os.getloadavg())
@@ -639,6 +785,7 @@ def main() -> int:
     parser.add_argument("--memory-fps", type=int, default=30, help="frame rate of the memory videos (default 30)")
     parser.add_argument("--cache-dir", type=Path, default=Path(tempfile.gettempdir()) / "llamavid-bench-encode")
     parser.add_argument("--clean", action="store_true", help="delete the generated videos at the end")
+    parser.add_argument("--skip-skim", action="store_true", help="skip part 5 (four 30 s clips, one per codec)")
     parser.add_argument("--step", help=argparse.SUPPRESS)
     parser.add_argument("--step-args", default="{}", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -701,6 +848,13 @@ def main() -> int:
             log(f"3. memory: {mem_short:g} s vs {mem_long:g} s at 640x360 {args.memory_fps} fps")
             report["memory"] = part_memory(paths[0], paths[1], (mem_short, mem_long), args.repeats)
 
+        if not args.skip_skim:
+            log("5. non-reference frames left undecoded, per codec")
+            report["skim"] = part_skim(args.cache_dir, 10.0 if q else 30.0, width, height, args.fps,
+                                       bitrate, args.repeats)
+            if not report["skim"]["identical"]:
+                status = 1
+
         log("4. vision tower (needs CUDA)")
         report["gpu"] = run_step("gpu", {"repeats": args.repeats})["result"]
     except StepFailed as err:
@@ -722,6 +876,8 @@ def main() -> int:
     report["ok"] = status == 0
     if not args.json_only and "error" not in report:
         print_table(report)
+        if report.get("skim"):
+            print_skim(report["skim"])
         print()
     print(json.dumps(report), flush=True)
     return status

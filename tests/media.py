@@ -129,6 +129,7 @@ def make_video(
     times: Sequence[float] | None = None,
     subtitles: Sequence[tuple[float, float, str]] | None = None,
     container_options: dict[str, str] | None = None,
+    encoder_options: dict[str, str] | None = None,
     pix_fmt: str = "yuv420p",
 ) -> Path:
     """Write a video whose frame i shows `pattern(i)`; return its path.
@@ -138,8 +139,10 @@ def make_video(
     PyAV's `set_display_rotation` and `VideoFrame.rotation`). times: explicit frame times
     in seconds for a variable-frame-rate file (then `seconds` is ignored). subtitles:
     (start, end, text) cues muxed as a SubRip track (use a .mkv path). container_options:
-    muxer options, e.g. {"movflags": "faststart"} to put an MP4's index first. pix_fmt: the
-    coded pixel format ("yuv444p", "yuv420p10le", "yuvj420p" for full range, …; libx264).
+    muxer options, e.g. {"movflags": "faststart"} to put an MP4's index first. encoder_options:
+    encoder options replacing the defaults (any encoder FFmpeg has, e.g. codec="libx265"),
+    such as {"preset": "medium"} for x264's B-frame pyramid. pix_fmt: the coded pixel format
+    ("yuv444p", "yuv420p10le", "yuvj420p" for full range, …; libx264).
     """
     path = Path(path)
     rate = Fraction(fps).limit_denominator(1001)
@@ -154,6 +157,8 @@ def make_video(
             stream.options = options
         else:
             stream.bit_rate = 4_000_000
+        if encoder_options is not None:
+            stream.options = encoder_options
         if gop is not None:
             stream.codec_context.gop_size = gop
         if times is not None:
@@ -235,4 +240,26 @@ def make_image(path: str | Path, width: int = 64, height: int = 48, *, orientati
         exif = Image.Exif()
         exif[0x0112] = orientation
         img.save(path, exif=exif, quality=95)
+    return path
+
+
+def cut_at_keyframe(source: str | Path, path: str | Path, keyframe: int = 1) -> Path:
+    """Copy a video's packets from its `keyframe`-th intra frame on (decode order), as a
+    stream cut from the middle of a broadcast: with open GOPs it then starts with B-frames
+    that show before its first keyframe and refer to frames it no longer has."""
+    path = Path(path)
+    with av.open(str(source)) as src:
+        intra = [f.pts for f in src.decode(video=0) if f.pict_type == av.video.frame.PictureType.I]
+    with av.open(str(source)) as src, av.open(str(path), "w") as dst:
+        stream = src.streams.video[0]
+        out = dst.add_stream_from_template(stream)
+        copying = False
+        for packet in src.demux(stream):
+            if packet.size == 0:
+                continue
+            if packet.pts == intra[keyframe]:
+                copying, packet.is_keyframe = True, True
+            if copying:
+                packet.stream = out
+                dst.mux(packet)
     return path

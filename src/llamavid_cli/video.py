@@ -36,7 +36,29 @@ Options (a `Sampling`, validated when it is made; `count_frames` predicts the re
                    after the wanted frame (MPEG-TS, FLV) is retried further back, then
                    abandoned for sequential decoding from the start.
 
-Frames that are not chosen are decoded (the codec needs them) but never converted to RGB.
+How much is decoded (one plan, picked per file and sampling; logged at debug level, which
+--verbose shows). Frames that are not chosen are never converted to RGB. Of those, the ones
+no other frame references (H.264 slices with nal_ref_idc 0; HEVC sub-layer non-reference
+pictures of the top temporal layer: most B-frames) are not even decoded: their packets are
+not sent to the decoder, which is exact by construction and works under frame threading
+(a per-packet `skip_frame` would not: frame threads hold several packets at once). Which
+packets are chosen is known before decoding: from the start, a packet's index is the rank
+of its pts among all packets' (a reorder window puts B-frames in presentation order); after
+a seek, on a constant-rate stream, its nominal round(time · fps). That only holds while the
+decoder outputs exactly the frames it is sent, in that order, so `_Skim` checks every frame
+against it; missing or repeated timestamps, decode timestamps out of order, a decode error,
+a damaged frame, a slot whose frame was left out, or a decoder that holds frames back (a
+stream cut so that it starts with B-frames) restart the pass decoding every frame, from the
+start or the same seek point: never a different frame. Other codecs (VP9, AV1, MPEG-4,
+all-intra) and streams without usable timestamps decode every frame, as do streams whose
+every frame is a reference (x264 ultrafast, I/P only). Seeking over long gaps and skipping
+combine: the seek lands on a keyframe and the decode forward from it skips too.
+
+A scene-cut detector run in the same pass (chapters, not built yet) would see only the
+reference frames and the chosen ones: with x264's default 3 B-frames and b-pyramid the
+reference frames are at most 2 frames apart (4 without b-pyramid), so a cut is placed
+within that many frames of where a full decode would put it (under 0.1 s at 25–30 fps).
+
 Undecodable packets and damaged frames are skipped and counted; one warning at the end says
 what was lost. Only a file from which no frame at all can be decoded is an error.
 
@@ -48,7 +70,10 @@ never by their names.
 from __future__ import annotations
 
 import bisect
+import collections
 import functools
+import heapq
+import logging
 import math
 import numbers
 import statistics
@@ -68,6 +93,8 @@ from .pixels import CropResizer, resize_and_crop
 
 WarningHook = Callable[[str], None]
 
+_log = logging.getLogger(__name__)
+
 # Auto mode seeks over a gap longer than this many keyframe intervals (decoding forward from
 # the keyframe before a slot costs at most one interval, so 2 leaves a clear margin).
 AUTO_SEEK_GOPS = 2
@@ -75,6 +102,11 @@ AUTO_SEEK_GOPS = 2
 # Index entries looked at for the keyframe interval; frames decoded to judge the timestamps.
 _INDEX_SCAN = 4096
 _CLOCK_FRAMES = 24
+
+# Leave unwanted non-reference frames undecoded (see the module docstring). Always on; only
+# bench/encode.py turns it off, to time the decode-everything path against it.
+_SKIP_NON_REFERENCE = True
+
 
 @dataclass(frozen=True)
 class VideoInfo:
@@ -382,6 +414,10 @@ class _Source:
             return None
         return (frame.pts - self.start_pts) * self._seconds_per_tick
 
+    def packet_time(self, pts: int) -> float:
+        """Seconds from the stream's start for a pts (a packet's or a frame's)."""
+        return (pts - self.start_pts) * self._seconds_per_tick
+
     def rewind(self) -> None:
         """Back to the very first packet, by reopening: after probing seeks, a seek to 0 is not
         enough (MPEG-TS, for one, can land on a later keyframe)."""
@@ -477,28 +513,51 @@ class _Damage:
         )
 
 
-def _decoded(src: _Source, damage: _Damage) -> Iterator[av.VideoFrame]:
-    """Every frame the decoder can produce from the current position, errors skipped."""
+def _decoded(src: _Source, damage: _Damage, skim: _Skim | None = None) -> Iterator[av.VideoFrame]:
+    """Every frame the decoder can produce from the current position, errors skipped.
+
+    With `skim`, only the packets it passes reach the decoder, and a decode error raises
+    `_Inexact` (a lost frame would shift the indices it derived from timestamps)."""
     stream = src.stream
+    codec = stream.codec_context
+
+    def decode(packet: av.Packet | None) -> list[av.VideoFrame]:
+        try:
+            return codec.decode(packet)
+        except av.error.FFmpegError:
+            if skim is not None:
+                raise _Inexact("a packet failed to decode") from None
+            damage.bad_packets += 1
+            return []
+
     try:
         for packet in src.container.demux(stream):
-            try:
-                frames = packet.decode()
-            except av.error.FFmpegError:
-                damage.bad_packets += 1
+            if packet.size == 0:  # the demuxer's end marker: drain the decoder
+                if skim is not None:
+                    for kept in skim.flush():
+                        yield from _count(damage, decode(kept))
+                yield from _count(damage, decode(None))
                 continue
-            for frame in frames:
-                damage.decoded += 1
-                yield frame
+            if skim is None:
+                yield from _count(damage, decode(packet))
+                continue
+            for kept in skim.push(packet):
+                yield from _count(damage, decode(kept))
     except av.error.FFmpegError as err:  # the demuxer gave up: flush what the decoder holds
+        if skim is not None:
+            raise _Inexact(f"reading failed ({err})") from None
         damage.read_error = str(err)
         try:
-            frames = stream.codec_context.decode(None)
+            frames = codec.decode(None)
         except av.error.FFmpegError:
             frames = []
-        for frame in frames:
-            damage.decoded += 1
-            yield frame
+        yield from _count(damage, frames)
+
+
+def _count(damage: _Damage, frames: list[av.VideoFrame]) -> Iterator[av.VideoFrame]:
+    for frame in frames:
+        damage.decoded += 1
+        yield frame
 
 
 # --------------------------------------------------------------------------------------------
@@ -561,9 +620,12 @@ def _stream_frames(
     if not pts_usable:
         seek = False  # seeking needs timestamps; count frames from the start instead
     jump_gap = _jump_gap(src, stride, seek, constant)
+    nal = _NalReader.for_stream(src.stream) if _SKIP_NON_REFERENCE and pts_usable and stride > 1 else None
+    wanted = _wanted(slots)
     scaler = FrameScaler(size)
     damage = _Damage()
     reached_end = False
+    skipped = 0
 
     # Seek to the first slot when `start` is past the first frames, unless told never to seek.
     # Seeks aim half a frame past the wanted frame: when it is a keyframe itself, the backward
@@ -571,6 +633,7 @@ def _stream_frames(
     seek_time: float | None = None
     if target is not None and seek is not False and start and start * src.fps > 1:
         seek_time = (target * stride + 0.5) / src.fps
+    _log.debug("%s", _describe_plan(src, stride, jump_gap, seek_time, nal))
     retries = 0
     try:
         while target is not None:
@@ -579,48 +642,95 @@ def _stream_frames(
                 src.seek_to(seek_time)
             else:
                 src.rewind()  # undo probing or failed seeks: counting starts at the first frame
+            skim = None
+            if nal is not None and (constant or not anchored):
+                skim = _Skim(src, nal, wanted, nominal=anchored)
             counted = -1  # decode-order position from the stream's start (when not anchored)
-            for vf in _decoded(src, damage):
-                counted += 1
-                t = src.time_of(vf) if pts_usable else counted / src.fps
-                if t is None:  # no timestamp: continue the nominal clock
-                    t = damage.last_time + 1.0 / src.fps if damage.last_time is not None else counted / src.fps
-                damage.last_time = t
-                index = round(t * src.fps) if anchored else counted
-                if anchored and counted == 0:
-                    if index > target * stride:  # the seek landed after the wanted frame
+            try:
+                for vf in _decoded(src, damage, skim):
+                    counted += 1
+                    if skim is not None:
+                        index = skim.index_of(vf)
+                        t = src.packet_time(vf.pts)
+                    else:
+                        t = src.time_of(vf) if pts_usable else counted / src.fps
+                        if t is None:  # no timestamp: continue the nominal clock
+                            t = damage.last_time + 1.0 / src.fps if damage.last_time is not None else counted / src.fps
+                        index = round(t * src.fps) if anchored else counted
+                    damage.last_time = t
+                    if anchored and counted == 0:
+                        if index > target * stride:  # the seek landed after the wanted frame
+                            seek_time, retries = _seek_back(src, seek_time, retries)
+                            jump_gap = jump_gap if seek_time is not None else math.inf
+                            break
+                        retries = 0
+                    if end is not None and t >= end:
+                        target = None
+                        break
+                    if index < target * stride:
+                        continue  # not chosen: never converted to RGB
+                    if skim is not None and skim.dropped_within(target * stride, index):
+                        raise _Inexact("the slot's frame was left undecoded")
+                    if start is not None and t < start - 1e-6:
+                        continue
+                    if vf.is_corrupt:
+                        damage.bad_frames += 1  # its slot passes to the next good frame
+                        continue
+                    yield Frame(index, t, scaler(vf))
+                    target = slots.after(index)
+                    if target is None:
+                        break
+                    if target * stride - index > jump_gap:
+                        seek_time = (target * stride + 0.5) / src.fps
+                        break
+                else:
+                    if anchored and counted < 0 and seek_time > 0:  # the seek landed past the end
                         seek_time, retries = _seek_back(src, seek_time, retries)
                         jump_gap = jump_gap if seek_time is not None else math.inf
-                        break
-                    retries = 0
-                if end is not None and t >= end:
-                    target = None
+                        continue
+                    reached_end = True
                     break
-                if index < target * stride or (start is not None and t < start - 1e-6):
-                    continue  # not chosen: never converted to RGB
-                if vf.is_corrupt:
-                    damage.bad_frames += 1  # its slot passes to the next good frame
-                    continue
-                yield Frame(index, t, scaler(vf))
-                target = slots.after(index)
-                if target is None:
-                    break
-                if target * stride - index > jump_gap:
-                    seek_time = (target * stride + 0.5) / src.fps
-                    break
-            else:
-                if anchored and counted < 0 and seek_time > 0:  # the seek landed past the end
-                    seek_time, retries = _seek_back(src, seek_time, retries)
-                    jump_gap = jump_gap if seek_time is not None else math.inf
-                    continue
-                reached_end = True
-                break
+            except _Inexact as why:
+                # Decode everything from the same place; frames already given were checked.
+                _log.debug("%s: %s; decoding every frame instead", src.path, why)
+                nal, damage = None, _Damage()
+                src.moved = True
+            finally:
+                if skim is not None:
+                    skipped += skim.skipped
         if damage.decoded == 0:
             raise VideoError(_no_frame_message(src, damage))
+        _log.debug("%s: %d frames decoded, %d non-reference frames left undecoded", src.path, damage.decoded, skipped)
     finally:
         message = damage.message(src, reached_end) if damage.decoded else None
         if message and on_warning is not None:
             on_warning(message)
+
+
+def _wanted(slots: _Slots) -> Callable[[int], bool]:
+    """Whether the frame with this index fills a slot (when every frame decodes)."""
+    stride, first = slots.stride, slots.first
+    chosen = None if slots.wanted is None else frozenset(slots.wanted)
+
+    def wanted(index: int) -> bool:
+        k, rest = divmod(index, stride)
+        return rest == 0 and k >= first and (chosen is None or k in chosen)
+
+    return wanted
+
+
+def _describe_plan(src: _Source, stride: int, jump_gap: float, seek_time: float | None, nal: _NalReader | None) -> str:
+    """One line for --verbose/debug output: how this file is read for this sampling."""
+    ways = []
+    if seek_time is not None:
+        ways.append(f"seek to {seek_time:.2f} s")
+    if jump_gap != math.inf:
+        ways.append("seek to every chosen frame" if jump_gap <= 1 else f"seek over gaps of more than {jump_gap:.0f} frames")
+    if nal is not None:
+        ways.append("decode reference frames and only the chosen non-reference ones")
+    else:
+        ways.append("decode every frame")
+    return f"{src.path}: {src.stream.codec_context.name}, stride {stride}: {'; '.join(ways)}"
 
 
 def _seek_back(src: _Source, seek_time: float, retries: int) -> tuple[float | None, int]:
@@ -648,6 +758,215 @@ def _jump_gap(src: _Source, stride: int, seek: bool | None, constant: bool) -> f
         return math.inf
     gap = AUTO_SEEK_GOPS * interval * src.fps
     return gap if stride > gap else math.inf
+
+
+# --------------------------------------------------------------------------------------------
+# Internals: leaving unwanted non-reference frames undecoded
+
+
+class _Inexact(Exception):
+    """The skipping pass cannot vouch for an index; the reader decodes everything instead."""
+
+
+# H.264 NAL types a disposable access unit may hold besides its slices: SEI, access unit
+# delimiter, filler. HEVC: the sub-layer non-reference slice types (TRAIL_N … RSV_VCL_N14),
+# then access unit delimiter, filler and SEI.
+_H264_PASSIVE = frozenset({6, 9, 12})
+_HEVC_NONREF = frozenset({0, 2, 4, 6, 8, 10, 12, 14})
+_HEVC_PASSIVE = frozenset({35, 38, 39, 40})
+_RECOVERY_POINT_SEI = 6
+# Packets a presentation index waits for besides the decode-timestamp proof (see `_Skim`).
+_REORDER_MARGIN = 8
+
+
+class _NalReader:
+    """Tells from a packet's bytes whether the frame it carries is referenced by no other.
+
+    H.264: every slice has nal_ref_idc 0. HEVC: every slice is a sub-layer non-reference
+    picture of the highest temporal sub-layer. Either way no later frame can be predicted
+    from it, so not decoding it changes no other frame's pixels. A packet that also carries
+    parameter sets, an end of sequence or a recovery-point SEI is kept (they steer how later
+    frames decode). `for_stream` returns None for other codecs and unknown layouts."""
+
+    def __init__(self, hevc: bool, length_size: int | None, max_tid: int = 0):
+        self.hevc = hevc
+        self.length_size = length_size  # None: Annex B start codes
+        self.max_tid = max_tid
+
+    @classmethod
+    def for_stream(cls, stream: av.video.stream.VideoStream) -> _NalReader | None:
+        name, extra = stream.codec_context.name, stream.codec_context.extradata or b""
+        if name == "h264":
+            if extra[:1] == b"\x01" and len(extra) >= 7:  # avcC: length-prefixed NAL units
+                return cls(False, (extra[4] & 3) + 1)
+            return cls(False, None)
+        if name == "hevc" and extra[:1] == b"\x01" and len(extra) >= 23:  # hvcC
+            layers = (extra[21] >> 3) & 7  # numTemporalLayers, 0 = unknown
+            if layers >= 1:
+                return cls(True, (extra[21] & 3) + 1, layers - 1)
+        return None
+
+    def _units(self, data: memoryview) -> Iterator[memoryview | bytes]:
+        size = self.length_size
+        if size is None:
+            for unit in bytes(data).split(b"\x00\x00\x01"):
+                if unit.rstrip(b"\x00"):
+                    yield unit
+            return
+        i, n = 0, len(data)
+        while i < n:
+            if i + size > n:
+                raise ValueError("truncated NAL length")
+            length = int.from_bytes(data[i : i + size], "big")
+            i += size
+            if length == 0 or i + length > n:
+                raise ValueError("bad NAL length")
+            yield data[i : i + length]
+            i += length
+
+    def disposable(self, packet: av.Packet) -> bool:
+        try:
+            slices = 0
+            for unit in self._units(memoryview(packet)):
+                if self.hevc:
+                    kind, tid = (unit[0] >> 1) & 0x3F, (unit[1] & 7) - 1
+                    if kind < 32:
+                        if kind not in _HEVC_NONREF or tid != self.max_tid:
+                            return False
+                        slices += 1
+                    elif kind not in _HEVC_PASSIVE or (kind == 39 and _has_recovery_point(unit[2:])):
+                        return False
+                else:
+                    kind, ref = unit[0] & 0x1F, unit[0] >> 5 & 3
+                    if kind == 1:
+                        if ref:
+                            return False
+                        slices += 1
+                    elif kind not in _H264_PASSIVE or (kind == 6 and _has_recovery_point(unit[1:])):
+                        return False
+            return slices > 0
+        except (ValueError, IndexError):
+            return False  # bytes we cannot read: decode the packet
+
+
+def _has_recovery_point(payload: memoryview | bytes) -> bool:
+    """Whether an SEI NAL payload holds a recovery point message (which later frames use)."""
+    data = bytes(payload).replace(b"\x00\x00\x03", b"\x00\x00")
+    i = 0
+    while i < len(data) and data[i] != 0x80:  # 0x80: the RBSP trailing bits
+        kind = 0
+        while data[i] == 0xFF:
+            kind, i = kind + 255, i + 1
+        kind, i = kind + data[i], i + 1
+        size = 0
+        while data[i] == 0xFF:
+            size, i = size + 255, i + 1
+        size, i = size + data[i], i + 1
+        if kind == _RECOVERY_POINT_SEI:
+            return True
+        i += size
+    return False
+
+
+class _Skim:
+    """Between demuxer and decoder: drops the packets of unwanted non-reference frames.
+
+    Each packet's presentation index comes from its timestamp, before anything is decoded:
+    from the stream's start, the rank of its pts among all packets' (B-frames arrive after
+    the frames they precede, so ranks wait in a reorder window: a pts is final once a
+    later packet's dts passes it, every later pts being at least that dts, and once
+    `_REORDER_MARGIN` later packets have larger pts); after a seek, on a constant-rate
+    stream, the nominal round(time · fps), the index the seek path uses anyway. A packet
+    is decoded when its frame is wanted or may be referenced. What comes out is checked:
+    each frame must be the next one sent, by index; a duplicate or missing pts, a dts that
+    does not increase, a decode error or a damaged frame raise `_Inexact`, and the reader
+    starts again decoding everything, so the skip never picks a different frame."""
+
+    def __init__(self, src: _Source, nal: _NalReader, wanted: Callable[[int], bool], nominal: bool):
+        self.src, self.nal, self.wanted, self.nominal = src, nal, wanted, nominal
+        self.queue: collections.deque[av.Packet] = collections.deque()  # waiting for an index
+        self.pending: list[int] = []  # pts seen, index not yet final (sorted)
+        self.index: dict[int, int] = {}  # pts → index, for packets sent or waiting
+        self.recent: collections.deque[int] = collections.deque(maxlen=_REORDER_MARGIN)
+        self.ranked = 0
+        self.last_final: int | None = None
+        self.last_dts: int | None = None
+        self.sent: list[int] = []  # heap of the indices sent to the decoder
+        self.dropped: list[int] = []  # sorted indices left undecoded
+        self.skipped = 0
+
+    def push(self, packet: av.Packet) -> Iterator[av.Packet]:
+        """The packets to decode now (decode order), given one more from the demuxer."""
+        pts = packet.pts
+        if pts is None:
+            raise _Inexact("a packet has no timestamp")
+        if self.nominal:
+            yield from self._decide(packet, round(self.src.packet_time(pts) * self.src.fps))
+            return
+        if pts in self.index or (self.last_final is not None and pts <= self.last_final):
+            raise _Inexact("timestamps repeat or come back")
+        dts = packet.dts
+        if dts is not None:
+            if (self.last_dts is not None and dts <= self.last_dts) or pts < dts:
+                raise _Inexact("decode timestamps out of order")
+            self.last_dts = dts
+        bisect.insort(self.pending, pts)
+        self.index[pts] = -1
+        self.queue.append(packet)
+        self.recent.append(pts)
+        if len(self.recent) == _REORDER_MARGIN and self.last_dts is not None:
+            yield from self._release(min(min(self.recent), self.last_dts))
+
+    def flush(self) -> Iterator[av.Packet]:
+        """At the end of the stream every index is final."""
+        if not self.nominal:
+            yield from self._release(None)
+
+    def _release(self, bound: int | None) -> Iterator[av.Packet]:
+        pending = self.pending
+        cut = len(pending) if bound is None else bisect.bisect_left(pending, bound)
+        for pts in pending[:cut]:
+            self.index[pts] = self.ranked
+            self.ranked += 1
+        if cut:
+            self.last_final = pending[cut - 1]
+            del pending[:cut]
+        while self.queue and self.index[self.queue[0].pts] >= 0:
+            packet = self.queue.popleft()
+            yield from self._decide(packet, self.index[packet.pts])
+
+    def _decide(self, packet: av.Packet, index: int) -> Iterator[av.Packet]:
+        if not self.wanted(index) and self.nal.disposable(packet):
+            self.index.pop(packet.pts, None)
+            bisect.insort(self.dropped, index)
+            self.skipped += 1
+            return
+        heapq.heappush(self.sent, index)
+        yield packet
+
+    def index_of(self, frame: av.VideoFrame) -> int:
+        """The index of a decoded frame; `_Inexact` unless it is the next one sent."""
+        if frame.pts is None:
+            raise _Inexact("a decoded frame has no timestamp")
+        if frame.is_corrupt:
+            raise _Inexact("a damaged frame")
+        if self.nominal:
+            # After a seek the decoder may hold back the leading frames of an open GOP; the
+            # nominal clock does not count frames, so the ones it never outputs shift nothing.
+            index = round(self.src.packet_time(frame.pts) * self.src.fps)
+            while self.sent and self.sent[0] < index:
+                heapq.heappop(self.sent)
+        else:
+            index = self.index.pop(frame.pts, None)
+        if index is None or not self.sent or heapq.heappop(self.sent) != index:
+            raise _Inexact("the decoder's output does not match the packets sent")
+        return index
+
+    def dropped_within(self, lo: int, hi: int) -> bool:
+        """Whether a frame with index in [lo, hi) was left undecoded (forgets those below lo)."""
+        drop = self.dropped
+        del drop[: bisect.bisect_left(drop, lo)]
+        return bool(drop) and drop[0] < hi
 
 
 # --------------------------------------------------------------------------------------------

@@ -1,0 +1,153 @@
+"""Leaving unwanted non-reference frames undecoded picks exactly the frames a full decode picks.
+
+The oracle decodes every frame with PyAV and applies method.md §4 itself: frame i (in the
+order the decoder outputs them) is chosen when i is a multiple of the stride, its time is
+its pts in seconds from the stream's start. `iter_frames` must give the same indices, the
+same times and the same pixels (hashed) while decoding fewer frames where the codec has
+non-reference frames.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from fractions import Fraction
+
+import av
+import pytest
+
+from llamavid_cli import video
+from llamavid_cli.video import FrameScaler, Sampling, frame_stride, iter_frames
+
+from media import cut_at_keyframe, make_video
+
+X264_MEDIUM = {"preset": "medium", "crf": "20"}  # B-frames with b-pyramid: a third or more non-reference
+X264_ULTRAFAST = {"preset": "ultrafast", "crf": "20"}  # no B-frames
+X265 = {"preset": "fast", "x265-params": "log-level=error"}
+VP9 = {"deadline": "realtime", "cpu-used": "8"}
+VFR_TIMES = [round(0.04 * i + (0.5 if i > 30 else 0.0) + (0.3 if i > 60 else 0.0), 3) for i in range(90)]
+
+
+def _codec_available(name: str) -> bool:
+    return name in av.codecs_available
+
+
+@pytest.fixture(scope="module")
+def clips(tmp_path_factory):
+    root = tmp_path_factory.mktemp("decode")
+    common = {"width": 320, "height": 240, "seconds": 4, "fps": 25}
+    made = {
+        "x264_medium": make_video(root / "medium.mp4", encoder_options=X264_MEDIUM, **common),
+        "x264_medium_mkv": make_video(root / "medium.mkv", encoder_options=X264_MEDIUM, **common),
+        "x264_ultrafast": make_video(root / "ultrafast.mp4", encoder_options=X264_ULTRAFAST, **common),
+        "vp9": make_video(root / "vp9.webm", codec="libvpx-vp9", encoder_options=VP9, **common),
+        "vfr": make_video(root / "vfr.mp4", width=320, height=240, times=VFR_TIMES, encoder_options=X264_MEDIUM),
+        "rotated": make_video(root / "rotated.mp4", rotation=90, encoder_options=X264_MEDIUM, **common),
+        "ntsc": make_video(
+            root / "ntsc.mp4", width=320, height=240, seconds=4, fps=Fraction(30000, 1001), encoder_options=X264_MEDIUM
+        ),
+    }
+    open_gop = {**X264_MEDIUM, "g": "20", "keyint_min": "20", "sc_threshold": "0", "x264-params": "open-gop=1"}
+    made["open_gop"] = make_video(root / "open_gop.mkv", encoder_options=open_gop, **common)
+    made["starts_with_b"] = cut_at_keyframe(made["open_gop"], root / "starts_with_b.mkv", keyframe=1)
+    if _codec_available("libx265"):
+        made["x265"] = make_video(root / "x265.mp4", codec="libx265", encoder_options=X265, **common)
+        made["x265_mkv"] = make_video(root / "x265.mkv", codec="libx265", encoder_options=X265, **common)
+    return made
+
+
+def _hash(image) -> str:
+    return hashlib.sha1(image.tobytes()).hexdigest()
+
+
+def full_decode(path, fps: float) -> list[tuple[int, float, str]]:
+    """(index, time, pixel hash) of the frames method.md §4 chooses, from every frame decoded."""
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        stream.thread_type = "AUTO"
+        stride = frame_stride(float(stream.average_rate), fps)
+        start, tick = stream.start_time or 0, float(stream.time_base)
+        to_rgb = FrameScaler()
+        return [
+            (i, (frame.pts - start) * tick, _hash(to_rgb(frame)))
+            for i, frame in enumerate(container.decode(stream))
+            if i % stride == 0
+        ]
+
+
+def sampled(path, **kwargs) -> list[tuple[int, float, str]]:
+    seek = kwargs.pop("seek", None)
+    return [(f.index, f.time, _hash(f.image)) for f in iter_frames(path, Sampling(**kwargs), seek=seek)]
+
+
+@pytest.fixture
+def decoded(monkeypatch):
+    """Counts the frames the decoder outputs."""
+    count = {"frames": 0}
+    original = video._decoded
+
+    def counting(*args):
+        for frame in original(*args):
+            count["frames"] += 1
+            yield frame
+
+    monkeypatch.setattr(video, "_decoded", counting)
+    return count
+
+
+CLIPS = [
+    "x264_medium", "x264_medium_mkv", "x264_ultrafast", "vp9", "vfr", "rotated", "ntsc",
+    "open_gop", "starts_with_b", "x265", "x265_mkv",
+]
+
+
+@pytest.mark.parametrize("name", CLIPS)
+@pytest.mark.parametrize("fps", [1.0, 25 / 3, 25 / 7])
+def test_chosen_frames_equal_a_full_decode(clips, name, fps):
+    if name not in clips:
+        pytest.skip("PyAV's FFmpeg has no libx265")
+    assert sampled(clips[name], fps=fps) == full_decode(clips[name], fps)
+
+
+@pytest.mark.parametrize("name", ["x264_medium", "x264_medium_mkv", "x265", "x265_mkv", "vfr", "rotated", "ntsc"])
+def test_non_reference_frames_are_left_undecoded(clips, name, decoded):
+    if name not in clips:
+        pytest.skip("PyAV's FFmpeg has no libx265")
+    with av.open(str(clips[name])) as container:
+        total = sum(1 for _ in container.decode(video=0))
+    sampled(clips[name], fps=1.0)
+    after_clock_check = decoded["frames"] - video._CLOCK_FRAMES
+    assert after_clock_check < 0.8 * total
+
+
+@pytest.mark.parametrize("name", ["x264_ultrafast", "vp9"])
+def test_streams_without_non_reference_frames_decode_every_frame(clips, name, decoded):
+    with av.open(str(clips[name])) as container:
+        total = sum(1 for _ in container.decode(video=0))
+    sampled(clips[name], fps=1.0)
+    assert decoded["frames"] == total + video._CLOCK_FRAMES
+
+
+@pytest.mark.parametrize("name", ["x264_medium", "x265", "open_gop"])
+def test_seeking_and_skipping_together_choose_the_same_frames(clips, name):
+    if name not in clips:
+        pytest.skip("PyAV's FFmpeg has no libx265")
+    for kwargs in ({"fps": 25 / 9}, {"fps": 0.5}, {"fps": 25 / 7, "start": 1.3, "end": 3.5}, {"max_frames": 3}):
+        assert sampled(clips[name], seek=True, **kwargs) == sampled(clips[name], seek=False, **kwargs), kwargs
+
+
+def test_start_and_max_frames_choose_the_full_decodes_frames(clips):
+    path = clips["x264_medium"]
+    full = full_decode(path, 25 / 3)
+    assert sampled(path, fps=25 / 3, start=1.0, seek=False) == [f for f in full if f[1] >= 1.0]
+    assert sampled(path, fps=25 / 3, max_frames=4) == [full[j] for j in video.even_subset(len(full), 4)]
+
+
+def test_the_plan_is_said_in_debug_output(clips, caplog):
+    with caplog.at_level(logging.DEBUG, logger="llamavid_cli.video"):
+        sampled(clips["x264_medium"], fps=1.0)
+        sampled(clips["vp9"], fps=1.0)
+    lines = [r.getMessage() for r in caplog.records]
+    assert any("medium.mp4: h264, stride 25: decode reference frames and only the chosen" in m for m in lines)
+    assert any("vp9.webm: vp9, stride 25: decode every frame" in m for m in lines)
+    assert any("non-reference frames left undecoded" in m for m in lines)
