@@ -64,8 +64,14 @@ def main() -> None:
         tower_calls.clear()
         started = time.perf_counter()
         seen: list[float] = []
-        pipeline.ask(loaded, video, question, generation=generation, use_cache=use_cache,
-                     on_text=lambda _: seen or seen.append(time.perf_counter()))
+        pipeline.ask(
+            loaded,
+            video,
+            question,
+            generation=generation,
+            use_cache=use_cache,
+            on_text=lambda _: seen or seen.append(time.perf_counter()),
+        )
         return (seen[0] if seen else time.perf_counter()) - started, len(tower_calls)
 
     raw, cached = [], []
@@ -82,11 +88,21 @@ def main() -> None:
     print(f"{'raw video':<12}{raw_s:>18.3f}{raw[-1][1]:>14}")
     print(f"{'cached':<12}{cached_s:>18.3f}{cached[-1][1]:>14}")
     print(f"speed-up {raw_s / cached_s:.1f}x")
-    print(json.dumps({
-        "bench": "ask", "model": loaded.name, "device": str(loaded.device), "video": str(video),
-        "raw_first_token_s": round(raw_s, 4), "cached_first_token_s": round(cached_s, 4),
-        "speedup": round(raw_s / cached_s, 2), "raw_tower_calls": raw[-1][1], "cached_tower_calls": cached[-1][1],
-    }))
+    print(
+        json.dumps(
+            {
+                "bench": "ask",
+                "model": loaded.name,
+                "device": str(loaded.device),
+                "video": str(video),
+                "raw_first_token_s": round(raw_s, 4),
+                "cached_first_token_s": round(cached_s, 4),
+                "speedup": round(raw_s / cached_s, 2),
+                "raw_tower_calls": raw[-1][1],
+                "cached_tower_calls": cached[-1][1],
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

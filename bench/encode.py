@@ -157,8 +157,10 @@ def ensure_video(cache_dir: Path, **params) -> tuple[Path, float | None]:
         return path, None
     cache_dir.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(f".{path.stem}.partial-{os.getpid()}.mp4")
-    log(f"generating {path.name} ({params['seconds']:g} s, {params['width']}x{params['height']}, "
-        f"{params['fps']} fps, {params['bitrate'] / 1e6:g} Mbit/s, preset {params['preset']})")
+    log(
+        f"generating {path.name} ({params['seconds']:g} s, {params['width']}x{params['height']}, "
+        f"{params['fps']} fps, {params['bitrate'] / 1e6:g} Mbit/s, preset {params['preset']})"
+    )
     start = time.perf_counter()
     try:
         generate_video(partial, **params)
@@ -256,8 +258,11 @@ def step_ours(a: dict) -> dict:
                 batch = []
         if batch:
             normalize(np.stack(batch))
-        return {"frames_chosen": chosen, "first_index": indices[0] if indices else None,
-                "last_index": indices[-1] if indices else None}
+        return {
+            "frames_chosen": chosen,
+            "first_index": indices[0] if indices else None,
+            "last_index": indices[-1] if indices else None,
+        }
 
     return measure(run, a["path"], a.get("fps", 1.0), a.get("size", SIZE))
 
@@ -289,8 +294,16 @@ def _clip_processor():
     except ImportError:
         from transformers import CLIPImageProcessor as Processor  # 4.x: CLIPImageProcessor is the PIL one
     return Processor(
-        do_resize=True, size={"shortest_edge": SIZE}, resample=3, do_center_crop=True, crop_size=SIZE,
-        do_rescale=True, rescale_factor=1 / 255, do_normalize=True, image_mean=CLIP_MEAN, image_std=CLIP_STD,
+        do_resize=True,
+        size={"shortest_edge": SIZE},
+        resample=3,
+        do_center_crop=True,
+        crop_size=SIZE,
+        do_rescale=True,
+        rescale_factor=1 / 255,
+        do_normalize=True,
+        image_mean=CLIP_MEAN,
+        image_std=CLIP_STD,
         do_convert_rgb=True,
     )
 
@@ -313,8 +326,13 @@ def step_original(a: dict) -> dict:
         video = np.stack(frames)
         del frames
         pixels = processor.preprocess(video, return_tensors="pt")["pixel_values"]
-        return {"frames_decoded": i + 1, "frames_chosen": int(pixels.shape[0]), "stride": stride,
-                "array_mib": video.nbytes / MIB, "pixel_values": list(pixels.shape)}
+        return {
+            "frames_decoded": i + 1,
+            "frames_chosen": int(pixels.shape[0]),
+            "stride": stride,
+            "array_mib": video.nbytes / MIB,
+            "pixel_values": list(pixels.shape),
+        }
 
     out = measure(run, a["path"], a.get("fps", 1.0))
     out["result"]["processor"] = type(processor).__name__
@@ -338,21 +356,29 @@ def step_sparse(a: dict) -> dict:
 
 
 def step_probe(a: dict) -> dict:
-    from llamavid_cli.video import probe
-
     import av
+
+    from llamavid_cli.video import probe
 
     info = probe(a["path"])
     with av.open(a["path"]) as container:
         stream = container.streams.video[0]
         profile = stream.codec_context.profile
     size = os.path.getsize(a["path"])
-    return {"result": {
-        "width": info.width, "height": info.height, "fps": info.fps, "duration_s": info.duration,
-        "frame_count": info.frame_count, "codec": info.codec, "profile": profile,
-        "keyframe_interval_s": info.keyframe_interval, "size_mib": size / MIB,
-        "mbit_s": size * 8 / info.duration / 1e6 if info.duration else None,
-    }}
+    return {
+        "result": {
+            "width": info.width,
+            "height": info.height,
+            "fps": info.fps,
+            "duration_s": info.duration,
+            "frame_count": info.frame_count,
+            "codec": info.codec,
+            "profile": profile,
+            "keyframe_interval_s": info.keyframe_interval,
+            "size_mib": size / MIB,
+            "mbit_s": size * 8 / info.duration / 1e6 if info.duration else None,
+        }
+    }
 
 
 def step_gpu(a: dict) -> dict:
@@ -400,8 +426,15 @@ def step_gpu(a: dict) -> dict:
         peak = torch.cuda.max_memory_allocated() / MIB if device == "cuda" else None
         rows.append({"batch": batch, "frames_per_s": statistics.median(rates), "runs": rates, "peak_mem_mib": peak})
     name = torch.cuda.get_device_name() if device == "cuda" else "cpu"
-    return {"result": {"available": True, "device": name, "dtype": str(dtype).removeprefix("torch."),
-                       "params": params, "rows": rows}}
+    return {
+        "result": {
+            "available": True,
+            "device": name,
+            "dtype": str(dtype).removeprefix("torch."),
+            "params": params,
+            "rows": rows,
+        }
+    }
 
 
 def step_skim(a: dict) -> dict:
@@ -432,15 +465,23 @@ def step_skim(a: dict) -> dict:
                 batch = []
         if batch:
             normalize(np.stack(batch))
-        return {"frames_decoded": decoded["n"], "frames_chosen": len(picked),
-                "chosen_sha1": hashlib.sha1(json.dumps(picked).encode()).hexdigest()}
+        return {
+            "frames_decoded": decoded["n"],
+            "frames_chosen": len(picked),
+            "chosen_sha1": hashlib.sha1(json.dumps(picked).encode()).hexdigest(),
+        }
 
     return measure(run, a["path"], a.get("fps", 1.0), a.get("size", SIZE))
 
 
 STEPS = {
-    "bare": step_bare, "ours": step_ours, "pil": step_pil, "original": step_original, "sparse": step_sparse,
-    "probe": step_probe, "gpu": step_gpu,
+    "bare": step_bare,
+    "ours": step_ours,
+    "pil": step_pil,
+    "original": step_original,
+    "sparse": step_sparse,
+    "probe": step_probe,
+    "gpu": step_gpu,
 }
 STEPS["skim"] = step_skim
 
@@ -460,12 +501,12 @@ class StepFailed(RuntimeError):
 
 def run_step(name: str, args: dict, timeout: float = 3600) -> dict:
     cmd = [sys.executable, str(Path(__file__).resolve()), "--step", name, "--step-args", json.dumps(args)]
-    proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, timeout=timeout)
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith(RESULT_TAG)]
     if proc.returncode != 0 or not lines:
         tail = "\n".join((proc.stderr or proc.stdout).strip().splitlines()[-15:])
         raise StepFailed(f"step {name} {args} failed (exit {proc.returncode}):\n{tail}")
-    return json.loads(lines[-1][len(RESULT_TAG):])
+    return json.loads(lines[-1][len(RESULT_TAG) :])
 
 
 def med(runs: list[dict], key: str) -> float:
@@ -474,10 +515,13 @@ def med(runs: list[dict], key: str) -> float:
 
 def summarize(runs: list[dict]) -> dict:
     return {
-        "cpu_s": med(runs, "cpu_s"), "wall_s": med(runs, "wall_s"),
-        "peak_rss_mib": med(runs, "peak_rss_mib"), "rss_before_mib": med(runs, "rss_before_mib"),
+        "cpu_s": med(runs, "cpu_s"),
+        "wall_s": med(runs, "wall_s"),
+        "peak_rss_mib": med(runs, "peak_rss_mib"),
+        "rss_before_mib": med(runs, "rss_before_mib"),
         "runs": [{k: r[k] for k in ("cpu_s", "wall_s", "peak_rss_mib", "rss_before_mib")} for r in runs],
-        "peak_source": runs[0]["peak_source"], "result": runs[0]["result"],
+        "peak_source": runs[0]["peak_source"],
+        "result": runs[0]["result"],
     }
 
 
@@ -489,8 +533,10 @@ def part_decode(path: Path, duration: float, repeats: int) -> dict:
         for key, name in steps:
             out = run_step(name, {"path": str(path), "fps": 1.0, "size": SIZE})
             runs[key].append(out)
-            log(f"1. ({key}) {name:8s} run {r + 1}/{repeats}: CPU {out['cpu_s']:.2f} s, wall {out['wall_s']:.2f} s, "
-                f"peak RSS {out['peak_rss_mib']:.0f} MiB")
+            log(
+                f"1. ({key}) {name:8s} run {r + 1}/{repeats}: CPU {out['cpu_s']:.2f} s, wall {out['wall_s']:.2f} s, "
+                f"peak RSS {out['peak_rss_mib']:.0f} MiB"
+            )
     rows = {k: summarize(v) for k, v in runs.items()}
     base = rows["a"]
     for key, row in rows.items():
@@ -506,8 +552,10 @@ def part_decode(path: Path, duration: float, repeats: int) -> dict:
     return {
         "rows": rows,
         "targets": {
-            "cpu_ratio_max": 1.05, "throughput_ratio_min": 0.95,
-            "cpu_ok": b["cpu_ratio"] <= 1.05, "throughput_ok": b["throughput_ratio"] >= 0.95,
+            "cpu_ratio_max": 1.05,
+            "throughput_ratio_min": 0.95,
+            "cpu_ok": b["cpu_ratio"] <= 1.05,
+            "throughput_ok": b["throughput_ratio"] >= 0.95,
         },
         "same_frame_count_b_c": same,
     }
@@ -520,8 +568,10 @@ def part_sparse(path: Path, repeats: int, fps: float = 0.1) -> dict:
         for seek in (True, False):
             out = run_step("sparse", {"path": str(path), "fps": fps, "seek": seek})
             runs[seek].append(out)
-            log(f"2. seek={seek!s:5s} run {r + 1}/{repeats}: wall {out['wall_s']:.2f} s, "
-                f"{len(out['result']['frames'])} frames")
+            log(
+                f"2. seek={seek!s:5s} run {r + 1}/{repeats}: wall {out['wall_s']:.2f} s, "
+                f"{len(out['result']['frames'])} frames"
+            )
     listings = [json.dumps(o["result"]["frames"]) for o in runs[True] + runs[False]]
     identical = len(set(listings)) == 1
     seek_row, seq_row = summarize(runs[True]), summarize(runs[False])
@@ -552,8 +602,10 @@ def part_memory(short: Path, long: Path, durations: tuple[float, float], repeats
             warm_cache(path)
             out = run_step("ours", {"path": str(path), "fps": 1.0, "size": SIZE})
             runs[key].append(out)
-            log(f"3. {key:5s} run {r + 1}/{repeats}: peak RSS {out['peak_rss_mib']:.1f} MiB "
-                f"(before {out['rss_before_mib']:.1f}), wall {out['wall_s']:.1f} s")
+            log(
+                f"3. {key:5s} run {r + 1}/{repeats}: peak RSS {out['peak_rss_mib']:.1f} MiB "
+                f"(before {out['rss_before_mib']:.1f}), wall {out['wall_s']:.1f} s"
+            )
     s, lg = summarize(runs["short"]), summarize(runs["long"])
     ratio = lg["peak_rss_mib"] / s["peak_rss_mib"]
     growth_s = s["peak_rss_mib"] - s["rss_before_mib"]
@@ -573,18 +625,26 @@ def part_memory(short: Path, long: Path, durations: tuple[float, float], repeats
 
 
 def fmt_video(v: dict) -> str:
-    kf = f"keyframe every {v['keyframe_interval_s']:.2f} s" if v.get("keyframe_interval_s") else "keyframe interval unknown"
+    kf = (
+        f"keyframe every {v['keyframe_interval_s']:.2f} s"
+        if v.get("keyframe_interval_s")
+        else "keyframe interval unknown"
+    )
     rate = f"{v['mbit_s']:.1f} Mbit/s" if v.get("mbit_s") else "?"
     gen = v.get("generated_in_s")
     made = f"generated in {gen:.1f} s" if gen is not None else ("cached" if v.get("generated") else "given")
-    return (f"{v['path']}\n    {v['duration_s']:.1f} s {v['width']}x{v['height']} {v['fps']:.2f} fps "
-            f"{v['codec']} ({v['profile']}), {rate}, {v['size_mib']:.0f} MiB, {kf}; {made}")
+    return (
+        f"{v['path']}\n    {v['duration_s']:.1f} s {v['width']}x{v['height']} {v['fps']:.2f} fps "
+        f"{v['codec']} ({v['profile']}), {rate}, {v['size_mib']:.0f} MiB, {kf}; {made}"
+    )
 
 
 def print_table(report: dict) -> None:
     p = print
-    p(f"bench/encode.py: medians of {report['repeats']} runs, each step in a fresh process "
-      f"({report['machine']['cpus']} CPUs, load {report['machine']['load_before']} → {report['machine']['load_after']})")
+    p(
+        f"bench/encode.py: medians of {report['repeats']} runs, each step in a fresh process "
+        f"({report['machine']['cpus']} CPUs, load {report['machine']['load_before']} → {report['machine']['load_after']})"
+    )
     dec = report.get("decode")
     if dec:
         p("")
@@ -597,33 +657,47 @@ def print_table(report: dict) -> None:
             "d": "(d) full RGB + PIL resize_and_crop",
             "c": "(c) original: rgb24 stack + CLIP proc",
         }
-        p(f"   {'step':40s} {'CPU s':>8s} {'wall s':>8s} {'CPU/(a)':>8s} {'thr/(a)':>8s} "
-          f"{'video s/s':>9s} {'peak RSS':>10s} {'before':>8s}")
+        p(
+            f"   {'step':40s} {'CPU s':>8s} {'wall s':>8s} {'CPU/(a)':>8s} {'thr/(a)':>8s} "
+            f"{'video s/s':>9s} {'peak RSS':>10s} {'before':>8s}"
+        )
         for key in ("a", "b", "d", "c"):
             r = rows[key]
-            p(f"   {names[key]:40s} {r['cpu_s']:8.2f} {r['wall_s']:8.2f} {r['cpu_ratio']:8.3f} "
-              f"{r['throughput_ratio']:8.3f} {r['video_s_per_wall_s'] or 0:9.2f} "
-              f"{r['peak_rss_mib']:7.0f} MiB {r['rss_before_mib']:4.0f} MiB")
+            p(
+                f"   {names[key]:40s} {r['cpu_s']:8.2f} {r['wall_s']:8.2f} {r['cpu_ratio']:8.3f} "
+                f"{r['throughput_ratio']:8.3f} {r['video_s_per_wall_s'] or 0:9.2f} "
+                f"{r['peak_rss_mib']:7.0f} MiB {r['rss_before_mib']:4.0f} MiB"
+            )
         t = dec["targets"]
-        p(f"   frames: {rows['a']['result']['frames_decoded']} decoded, {rows['b']['result']['frames_chosen']} chosen "
-          f"by (b), {rows['c']['result']['frames_chosen']} by (c) (stride {rows['c']['result']['stride']}; "
-          f"(c) holds a {rows['c']['result']['array_mib']:.0f} MiB array; processor "
-          f"{rows['c']['result']['processor']})")
-        p(f"   target (b) CPU ≤ 1.05×(a): {rows['b']['cpu_ratio']:.3f}  {'PASS' if t['cpu_ok'] else 'MISS'}   "
-          f"per run {', '.join(f'{x:.3f}' for x in rows['b']['cpu_ratio_runs'])}")
-        p(f"   target (b) throughput ≥ 0.95×(a): {rows['b']['throughput_ratio']:.3f}  "
-          f"{'PASS' if t['throughput_ok'] else 'MISS'}   per run "
-          f"{', '.join(f'{x:.3f}' for x in rows['b']['throughput_ratio_runs'])}")
+        p(
+            f"   frames: {rows['a']['result']['frames_decoded']} decoded, {rows['b']['result']['frames_chosen']} chosen "
+            f"by (b), {rows['c']['result']['frames_chosen']} by (c) (stride {rows['c']['result']['stride']}; "
+            f"(c) holds a {rows['c']['result']['array_mib']:.0f} MiB array; processor "
+            f"{rows['c']['result']['processor']})"
+        )
+        p(
+            f"   target (b) CPU ≤ 1.05×(a): {rows['b']['cpu_ratio']:.3f}  {'PASS' if t['cpu_ok'] else 'MISS'}   "
+            f"per run {', '.join(f'{x:.3f}' for x in rows['b']['cpu_ratio_runs'])}"
+        )
+        p(
+            f"   target (b) throughput ≥ 0.95×(a): {rows['b']['throughput_ratio']:.3f}  "
+            f"{'PASS' if t['throughput_ok'] else 'MISS'}   per run "
+            f"{', '.join(f'{x:.3f}' for x in rows['b']['throughput_ratio_runs'])}"
+        )
     sp = report.get("sparse")
     if sp:
         p("")
-        p(f"2. Sparse sampling, iter_frames(fps={sp['fps']:g}) on the same video "
-          f"(keyframe interval {sp['keyframe_interval_s'] or float('nan'):.2f} s)")
+        p(
+            f"2. Sparse sampling, iter_frames(fps={sp['fps']:g}) on the same video "
+            f"(keyframe interval {sp['keyframe_interval_s'] or float('nan'):.2f} s)"
+        )
         p(f"   {'mode':40s} {'CPU s':>8s} {'wall s':>8s}")
         p(f"   {'seek=True':40s} {sp['seek']['cpu_s']:8.2f} {sp['seek']['wall_s']:8.2f}")
         p(f"   {'seek=False':40s} {sp['sequential']['cpu_s']:8.2f} {sp['sequential']['wall_s']:8.2f}")
-        p(f"   speed-up {sp['speedup']:.1f}x; {sp['frames_chosen']} frames chosen; indices, times and pixel "
-          f"SHA-1s {'IDENTICAL' if sp['identical'] else 'DIFFER: ' + json.dumps(sp['mismatch'])} across all runs")
+        p(
+            f"   speed-up {sp['speedup']:.1f}x; {sp['frames_chosen']} frames chosen; indices, times and pixel "
+            f"SHA-1s {'IDENTICAL' if sp['identical'] else 'DIFFER: ' + json.dumps(sp['mismatch'])} across all runs"
+        )
     mem = report.get("memory")
     if mem:
         p("")
@@ -634,21 +708,27 @@ def print_table(report: dict) -> None:
             r = mem[key]
             d = r["duration_s"]
             label = f"{key} ({d / 60:g} min)" if d >= 60 else f"{key} ({d:g} s)"
-            p(f"   {label:40s} peak {r['peak_rss_mib']:8.1f} MiB "
-              f"(before step {r['rss_before_mib']:.1f} MiB, +{r['peak_rss_mib'] - r['rss_before_mib']:.1f}); "
-              f"wall {r['wall_s']:.1f} s, {r['result']['frames_chosen']} frames")
+            p(
+                f"   {label:40s} peak {r['peak_rss_mib']:8.1f} MiB "
+                f"(before step {r['rss_before_mib']:.1f} MiB, +{r['peak_rss_mib'] - r['rss_before_mib']:.1f}); "
+                f"wall {r['wall_s']:.1f} s, {r['result']['frames_chosen']} frames"
+            )
         growth = mem["step_growth_ratio"]
         growth_s = f"{growth:.2f}x" if growth is not None else "n/a"
-        p(f"   peak RSS ratio long/short: {mem['peak_ratio']:.3f}  (target <= 1.2: {'PASS' if mem['ok'] else 'MISS'}); "
-          f"growth during the step (peak - before) long/short: {growth_s}")
+        p(
+            f"   peak RSS ratio long/short: {mem['peak_ratio']:.3f}  (target <= 1.2: {'PASS' if mem['ok'] else 'MISS'}); "
+            f"growth during the step (peak - before) long/short: {growth_s}"
+        )
     elif report.get("memory_skipped"):
         p("")
         p("3. Memory: skipped (--skip-memory)")
     gpu = report.get("gpu") or {}
     p("")
     if gpu.get("available"):
-        p(f"4. Vision tower (EVA-ViT-G, {gpu['params'] / 1e6:.0f} M params, random weights, {gpu['dtype']}) "
-          f"on {gpu['device']}")
+        p(
+            f"4. Vision tower (EVA-ViT-G, {gpu['params'] / 1e6:.0f} M params, random weights, {gpu['dtype']}) "
+            f"on {gpu['device']}"
+        )
         for row in gpu["rows"]:
             mem_s = f", peak {row['peak_mem_mib']:.0f} MiB" if row["peak_mem_mib"] is not None else ""
             p(f"   batch {row['batch']:3d}: {row['frames_per_s']:9.1f} frames/s{mem_s}")
@@ -709,8 +789,16 @@ def part_skim(cache_dir: Path, seconds: float, width: int, height: int, fps: int
             rows.append({"codec": label, "skipped": f"PyAV's FFmpeg has no {encoder}"})
             continue
         if encoder == "libx264":
-            path, _ = ensure_video(cache_dir, seconds=seconds, width=width, height=height, fps=fps,
-                                   bitrate=bitrate, preset=options, gop=2 * fps)
+            path, _ = ensure_video(
+                cache_dir,
+                seconds=seconds,
+                width=width,
+                height=height,
+                fps=fps,
+                bitrate=bitrate,
+                preset=options,
+                gop=2 * fps,
+            )
             clips[options] = path
         else:
             path = ensure_transcoded(clips["ultrafast"], encoder, options, bitrate)
@@ -720,23 +808,35 @@ def part_skim(cache_dir: Path, seconds: float, width: int, height: int, fps: int
             runs["a"].append(run_step("bare", {"path": str(path)}))
             runs["b"].append(run_step("skim", {"path": str(path), "skim": True}))
             runs["c"].append(run_step("skim", {"path": str(path), "skim": False}))
-            log(f"5. {label}: run {r + 1}/{repeats}: CPU " + ", ".join(
-                f"({k}) {v[-1]['cpu_s']:.2f} s" for k, v in runs.items()))
+            log(
+                f"5. {label}: run {r + 1}/{repeats}: CPU "
+                + ", ".join(f"({k}) {v[-1]['cpu_s']:.2f} s" for k, v in runs.items())
+            )
         a, b, c = (summarize(runs[k]) for k in "abc")
-        rows.append({
-            "codec": label, "path": str(path),
-            "frames": a["result"]["frames_decoded"],
-            "decoded_b": b["result"]["frames_decoded"], "decoded_c": c["result"]["frames_decoded"],
-            "same_frames": b["result"]["chosen_sha1"] == c["result"]["chosen_sha1"],
-            "cpu_s": {"a": a["cpu_s"], "b": b["cpu_s"], "c": c["cpu_s"]},
-            "wall_s": {"a": a["wall_s"], "b": b["wall_s"], "c": c["wall_s"]},
-            "cpu_ratio_b_a": b["cpu_s"] / a["cpu_s"], "cpu_ratio_c_a": c["cpu_s"] / a["cpu_s"],
-            "cpu_ratio_b_c": b["cpu_s"] / c["cpu_s"],
-            "video_s_per_wall_s_b": seconds / b["wall_s"], "video_s_per_wall_s_a": seconds / a["wall_s"],
-        })
+        rows.append(
+            {
+                "codec": label,
+                "path": str(path),
+                "frames": a["result"]["frames_decoded"],
+                "decoded_b": b["result"]["frames_decoded"],
+                "decoded_c": c["result"]["frames_decoded"],
+                "same_frames": b["result"]["chosen_sha1"] == c["result"]["chosen_sha1"],
+                "cpu_s": {"a": a["cpu_s"], "b": b["cpu_s"], "c": c["cpu_s"]},
+                "wall_s": {"a": a["wall_s"], "b": b["wall_s"], "c": c["wall_s"]},
+                "cpu_ratio_b_a": b["cpu_s"] / a["cpu_s"],
+                "cpu_ratio_c_a": c["cpu_s"] / a["cpu_s"],
+                "cpu_ratio_b_c": b["cpu_s"] / c["cpu_s"],
+                "video_s_per_wall_s_b": seconds / b["wall_s"],
+                "video_s_per_wall_s_a": seconds / a["wall_s"],
+            }
+        )
     main = next((r for r in rows if r["codec"].startswith("x264 medium")), None)
     return {
-        "seconds": seconds, "width": width, "height": height, "fps": fps, "rows": rows,
+        "seconds": seconds,
+        "width": width,
+        "height": height,
+        "fps": fps,
+        "rows": rows,
         "target_b_frames_cpu_ratio_max": 0.6,
         "b_frames_ok": main is not None and main["cpu_ratio_b_a"] <= 0.6,
         "identical": all(r.get("same_frames", True) for r in rows),
@@ -746,21 +846,29 @@ def part_skim(cache_dir: Path, seconds: float, width: int, height: int, fps: int
 def print_skim(sk: dict) -> None:
     p = print
     p("")
-    p(f"5. Non-reference frames left undecoded: {sk['seconds']:g} s {sk['width']}x{sk['height']} {sk['fps']} fps "
-      "clips, iter_frames(fps=1, 224 px) + normalize")
-    p(f"   {'codec':36s} {'frames':>6s} {'dec (b)':>7s} {'CPU (a)':>8s} {'CPU (b)':>8s} {'CPU (c)':>8s} "
-      f"{'(b)/(a)':>7s} {'(b)/(c)':>7s} {'video s/s (b)':>13s}  same")
+    p(
+        f"5. Non-reference frames left undecoded: {sk['seconds']:g} s {sk['width']}x{sk['height']} {sk['fps']} fps "
+        "clips, iter_frames(fps=1, 224 px) + normalize"
+    )
+    p(
+        f"   {'codec':36s} {'frames':>6s} {'dec (b)':>7s} {'CPU (a)':>8s} {'CPU (b)':>8s} {'CPU (c)':>8s} "
+        f"{'(b)/(a)':>7s} {'(b)/(c)':>7s} {'video s/s (b)':>13s}  same"
+    )
     for r in sk["rows"]:
         if "skipped" in r:
             p(f"   {r['codec']:36s} skipped: {r['skipped']}")
             continue
         cpu = r["cpu_s"]
-        p(f"   {r['codec']:36s} {r['frames']:6d} {r['decoded_b']:7d} {cpu['a']:8.2f} {cpu['b']:8.2f} {cpu['c']:8.2f} "
-          f"{r['cpu_ratio_b_a']:7.3f} {r['cpu_ratio_b_c']:7.3f} {r['video_s_per_wall_s_b']:13.2f}  "
-          f"{'yes' if r['same_frames'] else 'NO'}")
+        p(
+            f"   {r['codec']:36s} {r['frames']:6d} {r['decoded_b']:7d} {cpu['a']:8.2f} {cpu['b']:8.2f} {cpu['c']:8.2f} "
+            f"{r['cpu_ratio_b_a']:7.3f} {r['cpu_ratio_b_c']:7.3f} {r['video_s_per_wall_s_b']:13.2f}  "
+            f"{'yes' if r['same_frames'] else 'NO'}"
+        )
     p("   (a) bare full decode loop, (b) ours skipping, (c) ours decoding every frame; CPU in seconds")
-    p(f"   target (b) CPU ≤ 0.6×(a) on the B-frame clip: {'PASS' if sk['b_frames_ok'] else 'MISS'}; "
-      f"chosen frames (b) = (c): {'IDENTICAL' if sk['identical'] else 'DIFFER'}")
+    p(
+        f"   target (b) CPU ≤ 0.6×(a) on the B-frame clip: {'PASS' if sk['b_frames_ok'] else 'MISS'}; "
+        f"chosen frames (b) = (c): {'IDENTICAL' if sk['identical'] else 'DIFFER'}"
+    )
 
 
 def loadavg() -> str:
@@ -804,12 +912,15 @@ def main() -> int:
     mem_short, mem_long = (10.0, 120.0) if q else (60.0, 1800.0)
 
     report: dict = {
-        "bench": "encode", "quick": q, "repeats": args.repeats,
+        "bench": "encode",
+        "quick": q,
+        "repeats": args.repeats,
         "machine": {"cpus": os.cpu_count(), "load_before": loadavg()},
         "videos": {},
     }
     status = 0
     try:
+
         def describe(path: Path, took: float | None, generated: bool) -> dict:
             info = run_step("probe", {"path": str(path)})["result"]
             return {"path": str(path), **info, "generated": generated, "generated_in_s": took}
@@ -821,8 +932,14 @@ def main() -> int:
             report["videos"]["main"] = describe(main_path, None, False)
         else:
             main_path, took = ensure_video(
-                args.cache_dir, seconds=seconds, width=width, height=height, fps=args.fps,
-                bitrate=bitrate, preset="superfast", gop=2 * args.fps,
+                args.cache_dir,
+                seconds=seconds,
+                width=width,
+                height=height,
+                fps=args.fps,
+                bitrate=bitrate,
+                preset="superfast",
+                gop=2 * args.fps,
             )
             report["videos"]["main"] = describe(main_path, took, True)
         duration = report["videos"]["main"]["duration_s"]
@@ -838,8 +955,9 @@ def main() -> int:
         if args.skip_memory:
             report["memory_skipped"] = True
         else:
-            mem_params = dict(width=640, height=360, fps=args.memory_fps, bitrate=600_000, preset="ultrafast",
-                              gop=2 * args.memory_fps)
+            mem_params = dict(
+                width=640, height=360, fps=args.memory_fps, bitrate=600_000, preset="ultrafast", gop=2 * args.memory_fps
+            )
             paths = []
             for key, secs in (("memory_short", mem_short), ("memory_long", mem_long)):
                 path, took = ensure_video(args.cache_dir, seconds=secs, **mem_params)
@@ -850,8 +968,9 @@ def main() -> int:
 
         if not args.skip_skim:
             log("5. non-reference frames left undecoded, per codec")
-            report["skim"] = part_skim(args.cache_dir, 10.0 if q else 30.0, width, height, args.fps,
-                                       bitrate, args.repeats)
+            report["skim"] = part_skim(
+                args.cache_dir, 10.0 if q else 30.0, width, height, args.fps, bitrate, args.repeats
+            )
             if not report["skim"]["identical"]:
                 status = 1
 

@@ -33,7 +33,8 @@ CASES = {
     # typer >= 0.24 converts every parameter value through pydantic, so running any command costs
     # that import; this one-command app shows the part of `cache list` that is typer's own
     "typer app, one command run": [
-        "-c", "import typer\napp = typer.Typer()\n@app.command()\ndef f(json: bool = False): pass\napp([], standalone_mode=False)",
+        "-c",
+        "import typer\napp = typer.Typer()\n@app.command()\ndef f(json: bool = False): pass\napp([], standalone_mode=False)",
     ],
 }
 
@@ -65,8 +66,12 @@ def main() -> None:
 
     floor = statistics.median(times["import typer, rich"])
     rows = {
-        name: {"median_s": statistics.median(t), "min_s": min(t), "max_s": max(t),
-               "ratio": statistics.median(t) / floor}
+        name: {
+            "median_s": statistics.median(t),
+            "min_s": min(t),
+            "max_s": max(t),
+            "ratio": statistics.median(t) / floor,
+        }
         for name, t in times.items()
     }
     print(f"{'command':<28}{'median (s)':>12}{'min (s)':>10}{'max (s)':>10}{'x floor':>10}")
@@ -74,11 +79,18 @@ def main() -> None:
         print(f"{name:<28}{row['median_s']:>12.3f}{row['min_s']:>10.3f}{row['max_s']:>10.3f}{row['ratio']:>10.2f}")
     passed = all(rows[name]["ratio"] <= TARGET for name in ("llamavid --help", "llamavid cache list"))
     print(f"target: llamavid --help and cache list within {TARGET:g}x of the floor: {'pass' if passed else 'FAIL'}")
-    print(json.dumps({
-        "runs": args.runs, "python": sys.version.split()[0], "cpus": os.cpu_count(),
-        "target_ratio": TARGET, "pass": passed,
-        "cases": {name: {k: round(v, 4) for k, v in row.items()} for name, row in rows.items()},
-    }))
+    print(
+        json.dumps(
+            {
+                "runs": args.runs,
+                "python": sys.version.split()[0],
+                "cpus": os.cpu_count(),
+                "target_ratio": TARGET,
+                "pass": passed,
+                "cases": {name: {k: round(v, 4) for k, v in row.items()} for name, row in rows.items()},
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

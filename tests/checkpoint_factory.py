@@ -22,8 +22,8 @@ import hashlib
 import io
 import json
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import torch
 
@@ -218,7 +218,10 @@ def state_dict(
     sd["model.norm.weight"] = _norm_weight(gen, h)
     if include_vision_tower:
         tower = _eva_state(
-            seed, width=v, layers=TINY_VISION["num_hidden_layers"], mlp=TINY_VISION["intermediate_size"],
+            seed,
+            width=v,
+            layers=TINY_VISION["num_hidden_layers"],
+            mlp=TINY_VISION["intermediate_size"],
             image_size=image_size,
         )
         sd.update({"model.vision_tower.vision_tower." + k: t for k, t in tower.items()})
@@ -226,7 +229,11 @@ def state_dict(
     _linear(sd, gen, "model.mm_projector.2", h, h)
     sd.update(
         _qformer_state(
-            gen, width=d, layers=q["num_hidden_layers"], mlp=q["intermediate_size"], vision_width=v,
+            gen,
+            width=d,
+            layers=q["num_hidden_layers"],
+            mlp=q["intermediate_size"],
+            vision_width=v,
             include_position_ids=include_position_ids,
         )
     )
@@ -422,22 +429,61 @@ and the final line.
 """
 
 _SUBJECTS = [
-    "the person", "a young woman", "the old man", "the villain", "the hero", "a little boy",
-    "the dog", "the cat", "the detective", "the teacher", "a tall stranger", "the driver",
+    "the person",
+    "a young woman",
+    "the old man",
+    "the villain",
+    "the hero",
+    "a little boy",
+    "the dog",
+    "the cat",
+    "the detective",
+    "the teacher",
+    "a tall stranger",
+    "the driver",
 ]
 _VERBS = [
-    "walks into", "looks at", "runs across", "stands near", "points at", "sits beside",
-    "jumps over", "talks about", "moves toward", "leaves",
+    "walks into",
+    "looks at",
+    "runs across",
+    "stands near",
+    "points at",
+    "sits beside",
+    "jumps over",
+    "talks about",
+    "moves toward",
+    "leaves",
 ]
 _OBJECTS = [
-    "the door", "the kitchen", "the car", "the window", "the table", "the bridge", "the river",
-    "the stage", "the house", "the camera", "the street", "the garden",
+    "the door",
+    "the kitchen",
+    "the car",
+    "the window",
+    "the table",
+    "the bridge",
+    "the river",
+    "the stage",
+    "the house",
+    "the camera",
+    "the street",
+    "the garden",
 ]
-_WHEN = ["in the first frame", "at the start of the video", "later in the movie", "in the last scene",
-         "during the chat", "after a few seconds", "before the music stops"]
+_WHEN = [
+    "in the first frame",
+    "at the start of the video",
+    "later in the movie",
+    "in the last scene",
+    "during the chat",
+    "after a few seconds",
+    "before the music stops",
+]
 _QUESTIONS = [
-    "What does {s} do {w}?", "Where is {s} {w}?", "Why does {s} look sad {w}?",
-    "Can you describe {s} {w}?", "Who is with {s} {w}?", "How does {s} react {w}?",
+    "What does {s} do {w}?",
+    "Where is {s} {w}?",
+    "Why does {s} look sad {w}?",
+    "Can you describe {s} {w}?",
+    "Who is with {s} {w}?",
+    "How does {s} react {w}?",
 ]
 
 
@@ -552,8 +598,13 @@ def _write_tokenizer(folder: Path, model: bytes) -> None:
     )
     _dump(
         folder / "generation_config.json",
-        {"_from_model_config": True, "bos_token_id": 1, "eos_token_id": 2, "pad_token_id": 0,
-         "transformers_version": "4.31.0"},
+        {
+            "_from_model_config": True,
+            "bos_token_id": 1,
+            "eos_token_id": 2,
+            "pad_token_id": 0,
+            "transformers_version": "4.31.0",
+        },
     )
 
 
@@ -603,12 +654,11 @@ def shard_checkpoint(state: dict[str, torch.Tensor], max_shard_size: int | str) 
     return shards
 
 
-def expected_keys(
-    *, include_vision_tower: bool = True, include_position_ids: bool = True
-) -> set[str]:
+def expected_keys(*, include_vision_tower: bool = True, include_position_ids: bool = True) -> set[str]:
     """Every key write_checkpoint puts in the shards (for tests of the layout)."""
-    return set(state_dict(0, vocab=8, include_vision_tower=include_vision_tower,
-                          include_position_ids=include_position_ids))
+    return set(
+        state_dict(0, vocab=8, include_vision_tower=include_vision_tower, include_position_ids=include_position_ids)
+    )
 
 
 def write_checkpoint(
@@ -652,7 +702,10 @@ def write_checkpoint(
     state = {
         k: _cast(v, dtype)
         for k, v in state_dict(
-            seed, vocab=vocab, image_size=image_size, include_vision_tower=include_vision_tower,
+            seed,
+            vocab=vocab,
+            image_size=image_size,
+            include_vision_tower=include_vision_tower,
             include_position_ids=include_position_ids,
         ).items()
     }
@@ -694,8 +747,9 @@ def write_eva_vit_g(
     `heads` does not change any shape; it is accepted for symmetry with the config.
     """
     del heads
-    sd = _eva_state(seed, width=width, layers=layers, mlp=mlp, image_size=image_size,
-                    extra_blocks=1 if extra_block else 0)
+    sd = _eva_state(
+        seed, width=width, layers=layers, mlp=mlp, image_size=image_size, extra_blocks=1 if extra_block else 0
+    )
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.save({k: _cast(v, dtype) for k, v in sd.items()}, path)

@@ -22,7 +22,13 @@ import checkpoint_factory as factory  # noqa: E402
 _SESSION_HF_HOME = Path(tempfile.mkdtemp(prefix="llamavid-tests-hf-"))
 
 # variables that would send the hub cache somewhere else than HF_HOME/hub
-_HUB_CACHE_OVERRIDES = ("HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE", "TRANSFORMERS_CACHE", "HF_ASSETS_CACHE", "HF_XET_CACHE")
+_HUB_CACHE_OVERRIDES = (
+    "HF_HUB_CACHE",
+    "HUGGINGFACE_HUB_CACHE",
+    "TRANSFORMERS_CACHE",
+    "HF_ASSETS_CACHE",
+    "HF_XET_CACHE",
+)
 
 os.environ["HF_HOME"] = str(_SESSION_HF_HOME)
 os.environ["HF_HUB_OFFLINE"] = "1"
@@ -134,7 +140,10 @@ def tiny_long_ckpt(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def tiny_image_ckpt(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Image model at 224 px: no compress_type (every patch is a content token)."""
     return factory.write_checkpoint(
-        tmp_path_factory.mktemp("ckpt") / "llama-vid-tiny-image", kind="image", compress_type=None, seed=3,
+        tmp_path_factory.mktemp("ckpt") / "llama-vid-tiny-image",
+        kind="image",
+        compress_type=None,
+        seed=3,
         image_size=224,
     )
 

@@ -24,13 +24,13 @@ RED, GREEN = (220, 20, 20), (20, 200, 20)
 
 # What FFmpeg's subrip/mov_text encoders need before they open (an ASS header).
 _ASS_HEADER = (
-    "[Script Info]\nScriptType: v4.00+\nPlayResX: 384\nPlayResY: 288\n\n"
-    "[V4+ Styles]\nFormat: Name, Fontname, Fontsize, PrimaryColour, SecondaryColour, OutlineColour, "
-    "BackColour, Bold, Italic, Underline, StrikeOut, ScaleX, ScaleY, Spacing, Angle, BorderStyle, "
-    "Outline, Shadow, Alignment, MarginL, MarginR, MarginV, Encoding\n"
-    "Style: Default,Arial,16,&Hffffff,&Hffffff,&H0,&H0,0,0,0,0,100,100,0,0,1,1,0,2,10,10,10,0\n\n"
-    "[Events]\nFormat: Layer, Start, End, Style, Name, MarginL, MarginR, MarginV, Effect, Text\n"
-).encode()
+    b"[Script Info]\nScriptType: v4.00+\nPlayResX: 384\nPlayResY: 288\n\n"
+    b"[V4+ Styles]\nFormat: Name, Fontname, Fontsize, PrimaryColour, SecondaryColour, OutlineColour, "
+    b"BackColour, Bold, Italic, Underline, StrikeOut, ScaleX, ScaleY, Spacing, Angle, BorderStyle, "
+    b"Outline, Shadow, Alignment, MarginL, MarginR, MarginV, Encoding\n"
+    b"Style: Default,Arial,16,&Hffffff,&Hffffff,&H0,&H0,0,0,0,0,100,100,0,0,1,1,0,2,10,10,10,0\n\n"
+    b"[Events]\nFormat: Layer, Start, End, Style, Name, MarginL, MarginR, MarginV, Effect, Text\n"
+)
 
 
 def _code_cells(height: int, width: int):
@@ -42,8 +42,10 @@ def _code_cells(height: int, width: int):
     for r in range(CODE_ROWS):
         for c in range(CODE_COLS):
             yield (
-                top0 + int(rows[r]), top0 + int(rows[r + 1]),
-                left0 + int(cols[c]), left0 + int(cols[c + 1]),
+                top0 + int(rows[r]),
+                top0 + int(rows[r + 1]),
+                left0 + int(cols[c]),
+                left0 + int(cols[c + 1]),
             )
 
 
@@ -69,8 +71,8 @@ def pattern(index: int, height: int, width: int, kind: str = "index") -> np.ndar
     band = max(2, height // 8)
     img[:band] = RED
     img[:band, : max(2, width // 8)] = GREEN
-    for bit, (t, b, l, r) in enumerate(_code_cells(height, width)):
-        img[t:b, l:r] = 235 if index >> bit & 1 else 16
+    for bit, (top, bottom, left, right) in enumerate(_code_cells(height, width)):
+        img[top:bottom, left:right] = 235 if index >> bit & 1 else 16
     return img
 
 
@@ -79,9 +81,9 @@ def read_index(image: np.ndarray) -> int:
     h, w = image.shape[:2]
     gray = image.astype(np.float32).mean(axis=2)
     index = 0
-    for bit, (t, b, l, r) in enumerate(_code_cells(h, w)):
-        dt, dl = (b - t) // 4, (r - l) // 4  # sample the middle of the cell
-        if gray[t + dt : b - dt, l + dl : r - dl].mean() > 128:
+    for bit, (top, bottom, left, right) in enumerate(_code_cells(h, w)):
+        dt, dl = (bottom - top) // 4, (right - left) // 4  # sample the middle of the cell
+        if gray[top + dt : bottom - dt, left + dl : right - dl].mean() > 128:
             index |= 1 << bit
     return index
 

@@ -55,9 +55,16 @@ def original_video_pixels(path: Path, size: int = 224) -> torch.Tensor:
 
     processor_cls = getattr(__import__("transformers"), "CLIPImageProcessorPil", CLIPImageProcessor)
     processor = processor_cls(
-        do_resize=True, size={"shortest_edge": size}, resample=3, do_center_crop=True, crop_size=size,
-        do_rescale=True, rescale_factor=1 / 255, do_normalize=True,
-        image_mean=[0.48145466, 0.4578275, 0.40821073], image_std=[0.26862954, 0.26130258, 0.27577711],
+        do_resize=True,
+        size={"shortest_edge": size},
+        resample=3,
+        do_center_crop=True,
+        crop_size=size,
+        do_rescale=True,
+        rescale_factor=1 / 255,
+        do_normalize=True,
+        image_mean=[0.48145466, 0.4578275, 0.40821073],
+        image_std=[0.26862954, 0.26130258, 0.27577711],
         do_convert_rgb=True,
     )
     with av.open(str(path)) as container:
@@ -162,6 +169,7 @@ def eva_forward(
 
 def _attention(hidden, kv_states, sd, name, heads, additive_mask):
     """BertSelfAttention: q from `hidden`, k/v from `kv_states`, scores / sqrt(d) + mask."""
+
     def split(t):  # (B, T, D) → (B, heads, T, d)
         return t.view(*t.shape[:-1], heads, t.shape[-1] // heads).permute(0, 2, 1, 3)
 
@@ -265,8 +273,9 @@ def text_queries(
         mm_img_in = _ln(bert_feat, sd, "model.vlm_att_ln", 1e-5)
     else:
         mm_img_in = bert_feat
-    out = qformer_forward(sd, input_ids.expand(frames, -1), attention_mask.expand(frames, -1),
-                          query_tokens, mm_img_in, config)
+    out = qformer_forward(
+        sd, input_ids.expand(frames, -1), attention_mask.expand(frames, -1), query_tokens, mm_img_in, config
+    )
     return _lin(out[:, : query_tokens.shape[1]], sd, "model.vlm_att_projector")
 
 
@@ -415,9 +424,7 @@ def llama_logits(
     return F.linear(x, sd["lm_head.weight"]).float()
 
 
-def greedy(
-    sd: dict[str, torch.Tensor], config: dict, inputs_embeds: torch.Tensor, max_new_tokens: int
-) -> list[int]:
+def greedy(sd: dict[str, torch.Tensor], config: dict, inputs_embeds: torch.Tensor, max_new_tokens: int) -> list[int]:
     """Plain greedy decoding: recompute every position from scratch at each step; stop on EOS."""
     eos = config.get("eos_token_id", 2)
     embeds = inputs_embeds

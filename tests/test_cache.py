@@ -110,10 +110,17 @@ def test_cache_list_shows_one_row_per_entry_in_the_limits_units(loaded, clip, mo
 def test_a_bad_cache_size_is_refused_before_any_work(clip, tmp_path, monkeypatch):
     monkeypatch.setenv("LLAMAVID_CACHE_SIZE", "lots")
     for args in (["ask", clip, "Who?"], ["summarize", clip], ["cache", "list"]):
-        result = CliRunner().invoke(app, [*map(str, args), *(["--model", str(tmp_path / "none")] if args[0] != "cache" else [])])
+        result = CliRunner().invoke(
+            app, [*map(str, args), *(["--model", str(tmp_path / "none")] if args[0] != "cache" else [])]
+        )
         assert result.exit_code == 2 and result.stdout == "", result.stdout
         assert result.stderr.startswith("Error: LLAMAVID_CACHE_SIZE='lots' is not a size"), result.stderr
-    assert CliRunner().invoke(app, ["ask", str(clip), "Who?", "--no-cache", "--model", str(tmp_path / "none")]).stderr.count("CACHE_SIZE") == 0
+    assert (
+        CliRunner()
+        .invoke(app, ["ask", str(clip), "Who?", "--no-cache", "--model", str(tmp_path / "none")])
+        .stderr.count("CACHE_SIZE")
+        == 0
+    )
 
 
 def test_unfinished_writes_are_counted_listed_and_cleared(loaded, clip):

@@ -2,8 +2,8 @@
 
 import fcntl
 import os
-import re
 import pty
+import re
 import select
 import signal
 import subprocess
@@ -46,9 +46,28 @@ def test_chat_in_a_terminal_answers_handles_commands_and_keeps_history(clip, tin
     main, secondary = pty.openpty()
     env = {**os.environ, "LLAMAVID_DATA_DIR": str(tmp_path / "data"), "TERM": "dumb"}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "llamavid_cli", "chat", str(clip), "--model", str(tiny_video_ckpt),
-         "--device", "cpu", "--dtype", "float32", "-t", "0", "--max-new-tokens", "4"],
-        stdin=secondary, stdout=secondary, stderr=secondary, env=env, close_fds=True,
+        [
+            sys.executable,
+            "-m",
+            "llamavid_cli",
+            "chat",
+            str(clip),
+            "--model",
+            str(tiny_video_ckpt),
+            "--device",
+            "cpu",
+            "--dtype",
+            "float32",
+            "-t",
+            "0",
+            "--max-new-tokens",
+            "4",
+        ],
+        stdin=secondary,
+        stdout=secondary,
+        stderr=secondary,
+        env=env,
+        close_fds=True,
     )
     os.close(secondary)
     try:
@@ -97,9 +116,28 @@ def test_ctrl_c_stops_the_answer_and_the_chat_goes_on(clip, talkative_ckpt, tmp_
         signal.signal(signal.SIGINT, signal.SIG_DFL)  # even when pytest runs in the background (SIGINT ignored)
 
     proc = subprocess.Popen(
-        [sys.executable, "-m", "llamavid_cli", "chat", str(clip), "--model", str(tiny_video_ckpt),
-         "--device", "cpu", "--dtype", "float32", "-t", "0", "--max-new-tokens", "3500"],
-        stdin=secondary, stdout=secondary, stderr=secondary, close_fds=True, preexec_fn=own_terminal,
+        [
+            sys.executable,
+            "-m",
+            "llamavid_cli",
+            "chat",
+            str(clip),
+            "--model",
+            str(tiny_video_ckpt),
+            "--device",
+            "cpu",
+            "--dtype",
+            "float32",
+            "-t",
+            "0",
+            "--max-new-tokens",
+            "3500",
+        ],
+        stdin=secondary,
+        stdout=secondary,
+        stderr=secondary,
+        close_fds=True,
+        preexec_fn=own_terminal,
         env={**os.environ, "LLAMAVID_DATA_DIR": str(tmp_path), "TERM": "dumb"},
     )
     os.close(secondary)

@@ -34,35 +34,91 @@ OFFICIAL_FILES = (
 
 # docs/released-checkpoints.md, copied as data: what the released checkpoints hold.
 RELEASED_VIDEO_CONFIG_KEYS = {
-    "_name_or_path", "architectures", "bert_type", "bos_token_id", "compress_type", "eos_token_id",
-    "freeze_mm_mlp_adapter", "hidden_act", "hidden_size", "image_aspect_ratio", "image_grid_pinpoints",
-    "image_processor", "initializer_range", "intermediate_size", "max_position_embeddings", "max_token",
-    "mm_hidden_size", "mm_projector_type", "mm_use_im_patch_token", "mm_use_im_start_end",
-    "mm_vision_select_feature", "mm_vision_select_layer", "mm_vision_tower", "model_type",
-    "num_attention_heads", "num_hidden_layers", "num_key_value_heads", "num_query", "pad_token_id",
-    "pretraining_tp", "rms_norm_eps", "rope_scaling", "tie_word_embeddings", "torch_dtype",
-    "transformers_version", "tune_mm_mlp_adapter", "use_cache", "use_mm_proj", "vocab_size",
+    "_name_or_path",
+    "architectures",
+    "bert_type",
+    "bos_token_id",
+    "compress_type",
+    "eos_token_id",
+    "freeze_mm_mlp_adapter",
+    "hidden_act",
+    "hidden_size",
+    "image_aspect_ratio",
+    "image_grid_pinpoints",
+    "image_processor",
+    "initializer_range",
+    "intermediate_size",
+    "max_position_embeddings",
+    "max_token",
+    "mm_hidden_size",
+    "mm_projector_type",
+    "mm_use_im_patch_token",
+    "mm_use_im_start_end",
+    "mm_vision_select_feature",
+    "mm_vision_select_layer",
+    "mm_vision_tower",
+    "model_type",
+    "num_attention_heads",
+    "num_hidden_layers",
+    "num_key_value_heads",
+    "num_query",
+    "pad_token_id",
+    "pretraining_tp",
+    "rms_norm_eps",
+    "rope_scaling",
+    "tie_word_embeddings",
+    "torch_dtype",
+    "transformers_version",
+    "tune_mm_mlp_adapter",
+    "use_cache",
+    "use_mm_proj",
+    "vocab_size",
 }
 RELEASED_LONG_CONFIG_KEYS = (RELEASED_VIDEO_CONFIG_KEYS - {"num_query"}) | {
-    "cross_att_freq", "debug_use", "fusion_type", "num_qformer", "position_type", "use_raw_query_trans",
+    "cross_att_freq",
+    "debug_use",
+    "fusion_type",
+    "num_qformer",
+    "position_type",
+    "use_raw_query_trans",
 }
 OUR_TINY_SIZE_KEYS = {"vision_config", "qformer_config"}
 # values of the released configs that do not depend on the model's size
 RELEASED_VIDEO_VALUES = {
-    "architectures": ["LlavaLlamaAttForCausalLM"], "bert_type": "qformer_pretrain", "compress_type": "mean",
-    "image_aspect_ratio": "pad", "image_grid_pinpoints": None, "image_processor": "./llamavid/processor/clip-patch14-224",
-    "max_position_embeddings": 4096, "max_token": 4096, "mm_projector_type": "mlp2x_gelu",
-    "mm_vision_select_feature": "patch", "mm_vision_select_layer": -2, "mm_vision_tower": "./model_zoo/LAVIS/eva_vit_g.pth",
-    "model_type": "llava", "num_query": 32, "rope_scaling": None, "torch_dtype": "float16", "transformers_version": "4.31.0",
+    "architectures": ["LlavaLlamaAttForCausalLM"],
+    "bert_type": "qformer_pretrain",
+    "compress_type": "mean",
+    "image_aspect_ratio": "pad",
+    "image_grid_pinpoints": None,
+    "image_processor": "./llamavid/processor/clip-patch14-224",
+    "max_position_embeddings": 4096,
+    "max_token": 4096,
+    "mm_projector_type": "mlp2x_gelu",
+    "mm_vision_select_feature": "patch",
+    "mm_vision_select_layer": -2,
+    "mm_vision_tower": "./model_zoo/LAVIS/eva_vit_g.pth",
+    "model_type": "llava",
+    "num_query": 32,
+    "rope_scaling": None,
+    "torch_dtype": "float16",
+    "transformers_version": "4.31.0",
 }
 RELEASED_LONG_VALUES = {
     **{k: v for k, v in RELEASED_VIDEO_VALUES.items() if k != "num_query"},
-    "bert_type": "qformer_pretrain_freeze", "compress_type": "mean_concat", "cross_att_freq": 2, "debug_use": False,
-    "fusion_type": "attention_concat_all_query", "image_processor": "./model_zoo/OpenAI/clip-vit-large-patch14",
-    "max_token": 65536, "num_qformer": 32, "position_type": None, "rope_scaling": {"factor": 16.0, "type": "linear"},
+    "bert_type": "qformer_pretrain_freeze",
+    "compress_type": "mean_concat",
+    "cross_att_freq": 2,
+    "debug_use": False,
+    "fusion_type": "attention_concat_all_query",
+    "image_processor": "./model_zoo/OpenAI/clip-vit-large-patch14",
+    "max_token": 65536,
+    "num_qformer": 32,
+    "position_type": None,
+    "rope_scaling": {"factor": 16.0, "type": "linear"},
     "use_raw_query_trans": False,
 }
-RELEASED_KEY_PATTERNS = set("""
+RELEASED_KEY_PATTERNS = set(
+    """
 lm_head.weight
 model.embed_tokens.weight
 model.layers.N.input_layernorm.weight
@@ -141,7 +197,8 @@ model.vlm_att_projector.weight
 model.vlm_att_query
 model.vlm_att_val_projector.bias
 model.vlm_att_val_projector.weight
-""".split())
+""".split()
+)
 
 
 def key_patterns(keys) -> set[str]:
@@ -280,7 +337,8 @@ def test_shapes_and_values(tiny_video_ckpt: Path):
 
 def test_configs_per_kind(tiny_video_ckpt, tiny_grid_ckpt, tiny_long_ckpt, tiny_image_ckpt):
     video, grid, long, image = (
-        json.loads((p / "config.json").read_text()) for p in (tiny_video_ckpt, tiny_grid_ckpt, tiny_long_ckpt, tiny_image_ckpt)
+        json.loads((p / "config.json").read_text())
+        for p in (tiny_video_ckpt, tiny_grid_ckpt, tiny_long_ckpt, tiny_image_ckpt)
     )
     assert video["model_type"] == "llava" and video["architectures"] == ["LlavaLlamaAttForCausalLM"]
     assert video["compress_type"] == "mean" and video["rope_scaling"] is None and video["max_token"] == 4096
@@ -295,8 +353,13 @@ def test_configs_per_kind(tiny_video_ckpt, tiny_grid_ckpt, tiny_long_ckpt, tiny_
 
 def test_options(tmp_path: Path):
     folder = factory.write_checkpoint(
-        tmp_path / "c", kind="image", image_size=336, dtype=torch.float16, max_shard_size="2MB",
-        include_vision_tower=False, include_position_ids=False,
+        tmp_path / "c",
+        kind="image",
+        image_size=336,
+        dtype=torch.float16,
+        max_shard_size="2MB",
+        include_vision_tower=False,
+        include_position_ids=False,
     )
     config = json.loads((folder / "config.json").read_text())
     assert config["image_processor"] == "./llamavid/processor/clip-patch14-336"
@@ -323,12 +386,14 @@ def test_deterministic_and_seeded(tmp_path: Path, tiny_video_ckpt: Path):
 def test_eva_pth_matches_the_shards(tiny_video_ckpt: Path, tiny_eva_pth: Path):
     pth = torch.load(tiny_eva_pth, weights_only=True)
     _, sd, _ = _load(tiny_video_ckpt)
-    tower = {k[len(TOWER):]: v for k, v in sd.items() if k.startswith(TOWER)}
+    tower = {k[len(TOWER) :]: v for k, v in sd.items() if k.startswith(TOWER)}
     assert set(pth) == set(tower) | {k.replace("blocks.1.", "blocks.2.") for k in tower if k.startswith("blocks.1.")}
     for k, v in tower.items():
         assert torch.equal(pth[k], v), k
     # the tower depends only on the seed, not on the image size (except pos_embed's length)
-    at336 = torch.load(factory.write_eva_vit_g(tiny_eva_pth.parent / "336.pth", seed=0, image_size=336), weights_only=True)
+    at336 = torch.load(
+        factory.write_eva_vit_g(tiny_eva_pth.parent / "336.pth", seed=0, image_size=336), weights_only=True
+    )
     assert at336["pos_embed"].shape == (1, 1 + 24 * 24, V)
 
 
@@ -393,7 +458,16 @@ def test_environment_is_isolated(hf_home: Path):
     assert os.environ["TRANSFORMERS_OFFLINE"] == "1"
     for name in ("LLAMAVID_MODEL", "LLAMAVID_DEVICE", "LLAMAVID_DTYPE", "NO_COLOR"):
         assert name not in os.environ
-    dirs = [os.environ[n] for n in ("LLAMAVID_CACHE_DIR", "LLAMAVID_CONFIG_DIR", "LLAMAVID_DATA_DIR",
-                                    "XDG_CACHE_HOME", "XDG_CONFIG_HOME", "XDG_DATA_HOME")]
+    dirs = [
+        os.environ[n]
+        for n in (
+            "LLAMAVID_CACHE_DIR",
+            "LLAMAVID_CONFIG_DIR",
+            "LLAMAVID_DATA_DIR",
+            "XDG_CACHE_HOME",
+            "XDG_CONFIG_HOME",
+            "XDG_DATA_HOME",
+        )
+    ]
     assert len(set(dirs)) == 6 and all(not Path(d).exists() for d in dirs)
     assert os.environ["COLUMNS"] == "100"

@@ -28,8 +28,20 @@ def run(*args, input=None, env=None):
 
 
 def ask_json(source, model, *extra):
-    result = run("ask", source, "What is happening?", "--model", model, "--temperature", 0,
-                 "--max-new-tokens", 6, "--json", *CPU, *extra)
+    result = run(
+        "ask",
+        source,
+        "What is happening?",
+        "--model",
+        model,
+        "--temperature",
+        0,
+        "--max-new-tokens",
+        6,
+        "--json",
+        *CPU,
+        *extra,
+    )
     assert result.exit_code == 0, result.stderr
     return json.loads(result.stdout)
 
@@ -71,7 +83,9 @@ def test_ask_on_an_image(picture, tiny_image_ckpt):
 def test_ask_on_a_vidtok_with_features_recomputes_context_for_the_question(clip, tiny_video_ckpt, tmp_path):
     out = tmp_path / "f.vidtok"
     assert run("encode", clip, "--model", tiny_video_ckpt, "-o", out, "--keep-features", *CPU).exit_code == 0
-    result = run("ask", out, "What is happening?", "--model", tiny_video_ckpt, "-t", 0, "--max-new-tokens", 4, "--json", *CPU)
+    result = run(
+        "ask", out, "What is happening?", "--model", tiny_video_ckpt, "-t", 0, "--max-new-tokens", 4, "--json", *CPU
+    )
     assert result.exit_code == 0, result.stderr
     assert "no features" not in result.stderr
     assert json.loads(result.stdout)["frames"] == 4
@@ -112,7 +126,9 @@ def test_bad_sources_give_one_line_and_no_traceback(make, expected, tiny_video_c
 def test_model_folder_without_config_is_one_line(clip, tmp_path):
     result = run("ask", clip, "Who?", "--model", tmp_path, *CPU)
     assert result.exit_code == 1
-    assert result.stderr.strip() == f"Error: {tmp_path} has no config.json: point --model at a LLaMA-VID checkpoint folder"
+    assert (
+        result.stderr.strip() == f"Error: {tmp_path} has no config.json: point --model at a LLaMA-VID checkpoint folder"
+    )
 
 
 def test_encode_to_a_missing_folder_writes_nothing(clip, tiny_video_ckpt, tmp_path):
@@ -122,21 +138,46 @@ def test_encode_to_a_missing_folder_writes_nothing(clip, tiny_video_ckpt, tmp_pa
 
 
 def test_no_color_means_no_escape_codes(clip, tiny_video_ckpt):
-    result = run("ask", clip, "Who?", "--model", tiny_video_ckpt, "-t", 0, "--max-new-tokens", 3, *CPU, env={"NO_COLOR": "1"})
+    result = run(
+        "ask", clip, "Who?", "--model", tiny_video_ckpt, "-t", 0, "--max-new-tokens", 3, *CPU, env={"NO_COLOR": "1"}
+    )
     assert result.exit_code == 0 and not ANSI.search(result.stderr + result.stdout)
 
 
 def test_chat_reads_one_question_per_line_from_piped_stdin(clip, tiny_video_ckpt, tmp_path):
     saved = tmp_path / "history.json"
-    result = run("chat", clip, "--model", tiny_video_ckpt, "-t", 0, "--max-new-tokens", 4, *CPU,
-                 input=f"Who is there?\nWhat next?\n/save {saved}\n")
+    result = run(
+        "chat",
+        clip,
+        "--model",
+        tiny_video_ckpt,
+        "-t",
+        0,
+        "--max-new-tokens",
+        4,
+        *CPU,
+        input=f"Who is there?\nWhat next?\n/save {saved}\n",
+    )
     assert result.exit_code == 0, result.stderr
     assert len(result.stdout.splitlines()) == 2
     pairs = json.loads(saved.read_text())
     assert [q for q, _ in pairs] == ["Who is there?", "What next?"]
     # the saved pairs continue the conversation in `ask --history`
-    follow = run("ask", clip, "And then?", "--model", tiny_video_ckpt, "-t", 0, "--max-new-tokens", 2,
-                 "--history", saved, "--json", *CPU)
+    follow = run(
+        "ask",
+        clip,
+        "And then?",
+        "--model",
+        tiny_video_ckpt,
+        "-t",
+        0,
+        "--max-new-tokens",
+        2,
+        "--history",
+        saved,
+        "--json",
+        *CPU,
+    )
     assert follow.exit_code == 0, follow.stderr
     assert json.loads(follow.stdout)["prompt_ids"].count(-200) == 1
 
@@ -161,8 +202,20 @@ def test_summarize_shards_cover_the_folder_exactly_once(tiny_video_ckpt, tmp_pat
         media.make_video(folder / f"v{i}.mp4", seconds=1, fps=5)
     seen = []
     for part in ("1/2", "2/2"):
-        result = run("summarize", folder, "--model", tiny_video_ckpt, "-t", 0, "--max-new-tokens", 1, "--json",
-                     "--shard", part, *CPU)
+        result = run(
+            "summarize",
+            folder,
+            "--model",
+            tiny_video_ckpt,
+            "-t",
+            0,
+            "--max-new-tokens",
+            1,
+            "--json",
+            "--shard",
+            part,
+            *CPU,
+        )
         assert result.exit_code == 0, result.stderr
         seen += [json.loads(line)["source"] for line in result.stdout.splitlines()]
     assert sorted(seen) == sorted(str(folder / f"v{i}.mp4") for i in range(5))
@@ -204,8 +257,20 @@ def test_context_guard_refuses_before_decoding_with_the_numbers(long_clip, small
 
 
 def test_fit_samples_fewer_frames_until_the_video_fits(long_clip, small_context_ckpt):
-    result = run("ask", long_clip, "Who?", "--model", small_context_ckpt, "--max-new-tokens", 16, "--fit",
-                 "-t", 0, "--json", *CPU)
+    result = run(
+        "ask",
+        long_clip,
+        "Who?",
+        "--model",
+        small_context_ckpt,
+        "--max-new-tokens",
+        16,
+        "--fit",
+        "-t",
+        0,
+        "--json",
+        *CPU,
+    )
     assert result.exit_code == 0, result.stderr
     data = json.loads(result.stdout)
     assert 0 < data["frames"] < 120
@@ -269,7 +334,9 @@ def test_auto_model_picks_the_short_model_when_the_video_fits(clip, hub):
 def test_auto_model_picks_the_long_model_for_a_long_video(tmp_path, hub):
     movie = media.make_video(tmp_path / "movie.mp4", seconds=2400, fps=1, width=16, height=16)
     result = run("ask", movie, "Who is the villain?", *CPU)
-    assert result.stderr.startswith("Using long-7b: 2400 frames need about 5472 tokens, more than the short model's 4096")
+    assert result.stderr.startswith(
+        "Using long-7b: 2400 frames need about 5472 tokens, more than the short model's 4096"
+    )
 
 
 def test_long_video_mode_can_be_forced_on_a_short_checkpoint(clip, tiny_video_ckpt):
@@ -284,8 +351,22 @@ def test_summarize_writes_one_file_per_video_and_resumes(tiny_video_ckpt, tmp_pa
     media.make_video(folder / "trip" / "b.mkv", seconds=1, fps=5)
     (folder / "notes.txt").write_text("not a video")
     out = tmp_path / "summaries"
-    args = ["summarize", folder, "--recursive", "--out-dir", out, "--format", "md", "--model", tiny_video_ckpt,
-            "-t", 0, "--max-new-tokens", 2, *CPU]
+    args = [
+        "summarize",
+        folder,
+        "--recursive",
+        "--out-dir",
+        out,
+        "--format",
+        "md",
+        "--model",
+        tiny_video_ckpt,
+        "-t",
+        0,
+        "--max-new-tokens",
+        2,
+        *CPU,
+    ]
     first = run(*args)
     assert first.exit_code == 0, first.stderr
     assert sorted(str(p.relative_to(out)) for p in out.rglob("*.md")) == ["a.mp4.md", "trip/b.mkv.md"]
@@ -298,7 +379,20 @@ def test_summarize_takes_globs_and_json_formats(tiny_video_ckpt, tmp_path):
     for name in ("x.mp4", "y.mp4"):
         media.make_video(tmp_path / name, seconds=1, fps=5)
     out = tmp_path / "out"
-    result = run("summarize", str(tmp_path / "*.mp4"), "--out-dir", out, "--format", "json", "--model", tiny_video_ckpt,
-                 "-t", 0, "--max-new-tokens", 2, *CPU)
+    result = run(
+        "summarize",
+        str(tmp_path / "*.mp4"),
+        "--out-dir",
+        out,
+        "--format",
+        "json",
+        "--model",
+        tiny_video_ckpt,
+        "-t",
+        0,
+        "--max-new-tokens",
+        2,
+        *CPU,
+    )
     assert result.exit_code == 0, result.stderr
     assert {json.loads((out / f"{n}.mp4.json").read_text())["frames"] for n in ("x", "y")} == {1}

@@ -43,7 +43,9 @@ def small(tmp_path_factory):
 @pytest.fixture(scope="module")
 def small_long(tmp_path_factory):
     """A long-video model with a 1024-token context (64 positions × RoPE 16)."""
-    folder = factory.write_checkpoint(tmp_path_factory.mktemp("ckpt") / "small-long", kind="long", max_position_embeddings=64)
+    folder = factory.write_checkpoint(
+        tmp_path_factory.mktemp("ckpt") / "small-long", kind="long", max_position_embeddings=64
+    )
     return with_tower_counter(load_model(str(folder), device="cpu", dtype="float32"))
 
 
@@ -118,15 +120,19 @@ def test_chat_fit_decodes_only_the_frames_it_keeps(small, long_clip):
 
 
 def test_chat_fit_on_the_command_line(long_clip, small):
-    result = run("chat", long_clip, "--model", small.name, "--fit", "-t", 0, "--max-new-tokens", NEW_TOKENS, *CPU,
-                 env=None)
+    result = run(
+        "chat", long_clip, "--model", small.name, "--fit", "-t", 0, "--max-new-tokens", NEW_TOKENS, *CPU, env=None
+    )
     assert result.exit_code == 0, result.stderr
     assert "of 120 frames so the video fits the context (--fit)" in result.stderr
 
 
 def _srt(path, cues: int) -> None:
-    blocks = [f"{i + 1}\n00:00:{i // 10:02d},{(i % 10) * 100:03d} --> 00:00:{i // 10:02d},{(i % 10) * 100 + 99:03d}\n"
-              f"line number {i} of a very talkative subtitle file\n" for i in range(cues)]
+    blocks = [
+        f"{i + 1}\n00:00:{i // 10:02d},{(i % 10) * 100:03d} --> 00:00:{i // 10:02d},{(i % 10) * 100 + 99:03d}\n"
+        f"line number {i} of a very talkative subtitle file\n"
+        for i in range(cues)
+    ]
     path.write_text("\n".join(blocks))
 
 
@@ -161,11 +167,21 @@ def test_transcribe_on_a_short_video_model_is_refused_before_the_model_loads(cli
     loads = []
     monkeypatch.setattr(loader, "load_model", lambda *a, **k: loads.append(a) or pytest.fail("model loaded"))
     for command in ("ask", "chat"):
-        args = [command, clip, *(["Who?"] if command == "ask" else []), "--transcribe", "--model", tiny_video_ckpt, *CPU]
+        args = [
+            command,
+            clip,
+            *(["Who?"] if command == "ask" else []),
+            "--transcribe",
+            "--model",
+            tiny_video_ckpt,
+            *CPU,
+        ]
         result = run(*args)
         assert result.exit_code == 2, result.stderr
         line = result.stderr.strip()
-        assert line.startswith("Error: --transcribe makes subtitles that") and "--long-video" in line and "long-7b" in line
+        assert (
+            line.startswith("Error: --transcribe makes subtitles that") and "--long-video" in line and "long-7b" in line
+        )
     assert loads == []
 
 

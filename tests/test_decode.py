@@ -18,7 +18,6 @@ import pytest
 
 from llamavid_cli import video
 from llamavid_cli.video import FrameScaler, Sampling, frame_stride, iter_frames
-
 from media import cut_at_keyframe, make_video
 
 X264_MEDIUM = {"preset": "medium", "crf": "20"}  # B-frames with b-pyramid: a third or more non-reference
@@ -96,8 +95,17 @@ def decoded(monkeypatch):
 
 
 CLIPS = [
-    "x264_medium", "x264_medium_mkv", "x264_ultrafast", "vp9", "vfr", "rotated", "ntsc",
-    "open_gop", "starts_with_b", "x265", "x265_mkv",
+    "x264_medium",
+    "x264_medium_mkv",
+    "x264_ultrafast",
+    "vp9",
+    "vfr",
+    "rotated",
+    "ntsc",
+    "open_gop",
+    "starts_with_b",
+    "x265",
+    "x265_mkv",
 ]
 
 

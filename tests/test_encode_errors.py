@@ -69,8 +69,9 @@ def bad_inputs(folder):
     }
 
 
-@pytest.mark.parametrize("case", ["folder", "not a video", "audio only", "zero length", "corrupt packets",
-                                  "unsupported codec", "truncated"])
+@pytest.mark.parametrize(
+    "case", ["folder", "not a video", "audio only", "zero length", "corrupt packets", "unsupported codec", "truncated"]
+)
 def test_encode_refuses_bad_videos_without_leaving_files(case, tiny_video_ckpt, tmp_path):
     source, words = bad_inputs(tmp_path)[case]
     out = tmp_path / "out"
@@ -187,9 +188,23 @@ def test_ctrl_c_during_an_encode_leaves_no_file(tiny_video_ckpt, tmp_path):
     out.mkdir()
     master, slave = pty.openpty()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "llamavid_cli", "encode", str(source), "--model", str(tiny_video_ckpt),
-         "-o", str(out / "long.vidtok"), "--fps", "25", *CPU],
-        stdout=subprocess.PIPE, stderr=slave, env={**os.environ, "TERM": "xterm", "COLUMNS": "100"},
+        [
+            sys.executable,
+            "-m",
+            "llamavid_cli",
+            "encode",
+            str(source),
+            "--model",
+            str(tiny_video_ckpt),
+            "-o",
+            str(out / "long.vidtok"),
+            "--fps",
+            "25",
+            *CPU,
+        ],
+        stdout=subprocess.PIPE,
+        stderr=slave,
+        env={**os.environ, "TERM": "xterm", "COLUMNS": "100"},
         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),  # as a shell's foreground job
     )
     os.close(slave)

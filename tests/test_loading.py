@@ -89,10 +89,15 @@ def test_missing_model_offline_says_how_to_get_it(hub):
         checkpoints.resolve("vid-13b")
     message = str(err.value)
     assert "\n" not in message
-    assert message.startswith("model YanweiLi/llama-vid-13b-full-224-video-fps-1 is not in the local Hugging Face cache (")
+    assert message.startswith(
+        "model YanweiLi/llama-vid-13b-full-224-video-fps-1 is not in the local Hugging Face cache ("
+    )
     assert ") and offline mode is on (HF_HUB_OFFLINE), so it cannot be downloaded; " in message
-    for way in ("`llamavid models pull YanweiLi/llama-vid-13b-full-224-video-fps-1` on a connected machine",
-                "copy its Hugging Face cache", "--model /path/to/checkpoint"):
+    for way in (
+        "`llamavid models pull YanweiLi/llama-vid-13b-full-224-video-fps-1` on a connected machine",
+        "copy its Hugging Face cache",
+        "--model /path/to/checkpoint",
+    ):
         assert way in message
 
 
@@ -103,10 +108,15 @@ def test_an_unreachable_hub_is_named_as_such(hub, monkeypatch):
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
     monkeypatch.setenv("HF_HUB_OFFLINE", "0")
     monkeypatch.setattr(constants, "ENDPOINT", "http://127.0.0.1:9")
-    monkeypatch.setattr(constants, "HUGGINGFACE_CO_URL_TEMPLATE", "http://127.0.0.1:9/{repo_id}/resolve/{revision}/{filename}")
-    with pytest.raises(DownloadError, match=r"^model YanweiLi/llama-vid-13b-full-224-video-fps-1 is not in the local "
-                       r"Hugging Face cache \(.*\) and the Hugging Face hub could not be reached \(\w+\); run "
-                       r"`llamavid models pull"):
+    monkeypatch.setattr(
+        constants, "HUGGINGFACE_CO_URL_TEMPLATE", "http://127.0.0.1:9/{repo_id}/resolve/{revision}/{filename}"
+    )
+    with pytest.raises(
+        DownloadError,
+        match=r"^model YanweiLi/llama-vid-13b-full-224-video-fps-1 is not in the local "
+        r"Hugging Face cache \(.*\) and the Hugging Face hub could not be reached \(\w+\); run "
+        r"`llamavid models pull",
+    ):
         checkpoints.resolve("vid-13b")
 
 
@@ -199,7 +209,11 @@ def test_real_sizes_are_used_when_the_config_has_no_small_overrides(tiny_video_c
     del raw["vision_config"], raw["qformer_config"]
     raw["mm_hidden_size"] = 1408
     config = parse_config(raw)
-    assert (config.vision.hidden_size, config.vision.num_hidden_layers, config.vision.intermediate_size) == (1408, 39, 6144)
+    assert (config.vision.hidden_size, config.vision.num_hidden_layers, config.vision.intermediate_size) == (
+        1408,
+        39,
+        6144,
+    )
     assert (config.qformer.hidden_size, config.qformer.num_hidden_layers, config.qformer.vocab_size) == (768, 12, 30523)
     assert read_config(tiny_video_ckpt).vision.image_size == 224
 
@@ -247,9 +261,25 @@ def test_a_checkpoint_laid_out_as_released_loads_through_ask_and_load_model(tiny
     clip = media.make_video(tmp_path / "clip.mp4", seconds=2, fps=10, width=96, height=64)
     from llamavid_cli.cli.app import app
 
-    result = CliRunner().invoke(app, ["ask", str(clip), "What is happening?", "--model", str(tiny_video_ckpt),
-                                      "--device", "cpu", "--dtype", "float32", "--temperature", "0",
-                                      "--max-new-tokens", "4", "--json"])
+    result = CliRunner().invoke(
+        app,
+        [
+            "ask",
+            str(clip),
+            "What is happening?",
+            "--model",
+            str(tiny_video_ckpt),
+            "--device",
+            "cpu",
+            "--dtype",
+            "float32",
+            "--temperature",
+            "0",
+            "--max-new-tokens",
+            "4",
+            "--json",
+        ],
+    )
     assert result.exit_code == 0, result.stderr
     assert json.loads(result.stdout)["frames"] == 2
     loaded = load_model(str(tiny_video_ckpt), device="cpu", dtype="float32")
@@ -277,9 +307,13 @@ def test_only_the_recomputed_buffers_are_dropped(tiny_video_ckpt, tmp_path):
         _add_to_shard(folder, key, torch.zeros(4))
         with pytest.raises(CheckpointError, match=rf"unexpected 1 keys \({ours}\)"):
             load_model(str(folder), device="cpu")
-    assert [checkpoints.rename(k) for k in (
-        "model.layers.31.self_attn.rotary_emb.inv_freq", "model.vlm_att_encoder.bert.embeddings.position_ids",
-    )] == [None, None]
+    assert [
+        checkpoints.rename(k)
+        for k in (
+            "model.layers.31.self_attn.rotary_emb.inv_freq",
+            "model.vlm_att_encoder.bert.embeddings.position_ids",
+        )
+    ] == [None, None]
     assert sum(1 for _, new in checkpoints.KEY_MAP if new is None) == 1
 
 
@@ -316,9 +350,11 @@ def test_the_packaged_vocabulary_is_bert_base_uncased_and_verified(monkeypatch):
 
 
 def test_checkpoints_and_config_import_without_torch():
-    code = ("import llamavid_cli.checkpoints, llamavid_cli.config, sys; "
-            "heavy = [m for m in ('torch', 'transformers', 'av', 'huggingface_hub') if m in sys.modules]; "
-            "assert not heavy, heavy")
+    code = (
+        "import llamavid_cli.checkpoints, llamavid_cli.config, sys; "
+        "heavy = [m for m in ('torch', 'transformers', 'av', 'huggingface_hub') if m in sys.modules]; "
+        "assert not heavy, heavy"
+    )
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
@@ -397,12 +433,27 @@ def test_a_336_px_checkpoint_loads(tmp_path):
 
 
 RELEASED_7B = {  # config.json of llama-vid-7b-full-224-video-fps-1 (docs/released-checkpoints.md), the sizes
-    "architectures": ["LlavaLlamaAttForCausalLM"], "bert_type": "qformer_pretrain", "compress_type": "mean",
-    "hidden_size": 4096, "image_aspect_ratio": "pad", "image_processor": "./llamavid/processor/clip-patch14-224",
-    "intermediate_size": 11008, "max_position_embeddings": 4096, "max_token": 4096, "mm_hidden_size": 1408,
-    "mm_projector_type": "mlp2x_gelu", "mm_vision_select_feature": "patch", "mm_vision_tower": "./model_zoo/LAVIS/eva_vit_g.pth",
-    "model_type": "llava", "num_attention_heads": 32, "num_hidden_layers": 32, "num_key_value_heads": 32,
-    "num_query": 32, "rms_norm_eps": 1e-05, "rope_scaling": None, "vocab_size": 32000,
+    "architectures": ["LlavaLlamaAttForCausalLM"],
+    "bert_type": "qformer_pretrain",
+    "compress_type": "mean",
+    "hidden_size": 4096,
+    "image_aspect_ratio": "pad",
+    "image_processor": "./llamavid/processor/clip-patch14-224",
+    "intermediate_size": 11008,
+    "max_position_embeddings": 4096,
+    "max_token": 4096,
+    "mm_hidden_size": 1408,
+    "mm_projector_type": "mlp2x_gelu",
+    "mm_vision_select_feature": "patch",
+    "mm_vision_tower": "./model_zoo/LAVIS/eva_vit_g.pth",
+    "model_type": "llava",
+    "num_attention_heads": 32,
+    "num_hidden_layers": 32,
+    "num_key_value_heads": 32,
+    "num_query": 32,
+    "rms_norm_eps": 1e-05,
+    "rope_scaling": None,
+    "vocab_size": 32000,
 }
 
 
@@ -435,7 +486,9 @@ def test_the_memory_estimate_of_the_released_7b_model():
     assert weight_bytes(config, torch.bfloat16) == pytest.approx(2 * expected, rel=0.01)
     linears = 32 * (4 * 4096 * 4096 + 3 * 4096 * 11008)
     assert weight_bytes(config, torch.float16, "8bit") == pytest.approx(linears + 2 * (expected - linears), rel=0.01)
-    assert weight_bytes(config, torch.float16, "4bit") == pytest.approx(linears / 2 + 2 * (expected - linears), rel=0.01)
+    assert weight_bytes(config, torch.float16, "4bit") == pytest.approx(
+        linears / 2 + 2 * (expected - linears), rel=0.01
+    )
 
 
 def test_the_estimate_counts_what_the_model_really_holds(video):
@@ -449,7 +502,10 @@ def test_a_model_that_cannot_fit_is_refused_with_what_would():
     with pytest.raises(LlamaVidError) as err:
         check_memory(config, cpu, torch.float32, "none", available=20 * 10**9)
     message = str(err.value)
-    assert message.startswith("not enough memory: the weights need ~31.") and "in float32 but the CPU has 20.0 GB available" in message
+    assert (
+        message.startswith("not enough memory: the weights need ~31.")
+        and "in float32 but the CPU has 20.0 GB available" in message
+    )
     assert "would fit: --dtype float16 (~15.9 GB), --dtype bfloat16 (~15.9 GB), --quantize 8bit (~9.4 GB)" in message
     assert "\n" not in message
     check_memory(config, cpu, torch.bfloat16, "none", available=20 * 10**9)  # fits: no error
@@ -460,7 +516,10 @@ def test_a_model_that_cannot_fit_is_refused_with_what_would():
 
 def test_the_chosen_dtype_comes_with_its_reason(tiny_video_ckpt):
     assert load_model(str(tiny_video_ckpt), device="cpu").dtype_reason == "float32: the CPU has no fast float16"
-    assert load_model(str(tiny_video_ckpt), device="cpu", dtype="bfloat16").dtype_reason == "bfloat16: asked for with --dtype"
+    assert (
+        load_model(str(tiny_video_ckpt), device="cpu", dtype="bfloat16").dtype_reason
+        == "bfloat16: asked for with --dtype"
+    )
 
 
 def test_rope_frequencies_stay_exact_float32_on_the_quantize_path(tiny_long_ckpt):

@@ -47,10 +47,14 @@ def test_long_prompt_token_by_token(clip, srt, tiny_long_ckpt):
     # split on <image>: each frame is <image><image> followed by its subtitles
     pieces = [
         f"{SYSTEM} USER: {MOVIE_START}",
-        "", "",  # frame 0: between its two tokens, then no subtitles
-        "", "Hello there.",  # frame 1
-        "", "",  # frame 2
-        "", f"General Kenobi! You are a bold one.{MOVIE_END}\nWho speaks? ASSISTANT:",  # frame 3
+        "",
+        "",  # frame 0: between its two tokens, then no subtitles
+        "",
+        "Hello there.",  # frame 1
+        "",
+        "",  # frame 2
+        "",
+        f"General Kenobi! You are a bold one.{MOVIE_END}\nWho speaks? ASSISTANT:",  # frame 3
     ]
     expected = [1]
     for i, piece in enumerate(pieces):
@@ -76,7 +80,9 @@ def test_subtitles_travel_in_the_vidtok(clip, srt, tiny_long_ckpt, tmp_path):
     assert result.exit_code == 0, result.stderr
     info = json.loads(run("info", out, "--json").stdout)
     assert info["subtitles"] == 3
-    assert long_ask(out, tiny_long_ckpt)["prompt_ids"] == long_ask(clip, tiny_long_ckpt, "--subtitles", srt)["prompt_ids"]
+    assert (
+        long_ask(out, tiny_long_ckpt)["prompt_ids"] == long_ask(clip, tiny_long_ckpt, "--subtitles", srt)["prompt_ids"]
+    )
 
 
 def test_a_malformed_subtitle_file_names_the_line(clip, tiny_long_ckpt, tmp_path):

@@ -42,8 +42,16 @@ def test_list_with_nothing_cached(hub):
     result = run("list", "--json")
     assert result.exit_code == 0 and result.stderr == ""
     assert json.loads(result.stdout) == [
-        {"alias": m.alias, "repo_id": m.repo_id, "kind": m.kind, "download_gb": m.size_gb,
-         "default": m.alias == "vid-7b", "cached": False, "bytes": 0, "path": None}
+        {
+            "alias": m.alias,
+            "repo_id": m.repo_id,
+            "kind": m.kind,
+            "download_gb": m.size_gb,
+            "default": m.alias == "vid-7b",
+            "cached": False,
+            "bytes": 0,
+            "path": None,
+        }
         for m in checkpoints.KNOWN_MODELS
     ]
     table = run()  # plain `llamavid models` lists too
@@ -54,8 +62,14 @@ def test_list_with_nothing_cached(hub):
 def test_list_shows_an_installed_model_as_cached(snapshot):
     size = sum(f.stat().st_size for f in snapshot.rglob("*") if f.is_file())
     assert listed("vid-7b") == {
-        "alias": "vid-7b", "repo_id": VID_7B, "kind": "video", "download_gb": 14.0, "default": True,
-        "cached": True, "bytes": size, "path": str(snapshot.resolve()),
+        "alias": "vid-7b",
+        "repo_id": VID_7B,
+        "kind": "video",
+        "download_gb": 14.0,
+        "default": True,
+        "cached": True,
+        "bytes": size,
+        "path": str(snapshot.resolve()),
     }
     assert listed("vid-13b")["cached"] is False
     table = run("list")
@@ -80,8 +94,9 @@ def test_pull_of_a_cached_model_offline_prints_its_folder(snapshot):
 
 
 def test_pull_of_an_uncached_model_offline_fails_in_one_line(snapshot):
-    assert_one_error_line(run("pull", "vid-13b"), 1, "YanweiLi/llama-vid-13b-full-224-video-fps-1",
-                          "not in the local Hugging Face cache")
+    assert_one_error_line(
+        run("pull", "vid-13b"), 1, "YanweiLi/llama-vid-13b-full-224-video-fps-1", "not in the local Hugging Face cache"
+    )
 
 
 def test_pull_needs_nothing_but_the_checkpoint(hub, tiny_video_ckpt):

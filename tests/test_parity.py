@@ -23,9 +23,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import checkpoint_factory as factory  # noqa: E402
 import reference as ref  # noqa: E402
-from media import make_video  # noqa: E402
 from llamavid_cli import pipeline  # noqa: E402
 from llamavid_cli.loader import load_model  # noqa: E402
+from media import make_video  # noqa: E402
 
 RTOL = 1e-5
 FRAMES = 3
@@ -115,8 +115,14 @@ def case(request, bert_tokenizer):
         else:
             tokens = ref.vlm_tokens(sd, config, features, INSTRUCTION, bert_tokenizer, long_video=False)
     return Case(
-        name=request.param, loaded=loaded, sd=sd, config=config, pixels=px, long_video=long_video,
-        features=features, tokens=tokens,  # reference values
+        name=request.param,
+        loaded=loaded,
+        sd=sd,
+        config=config,
+        pixels=px,
+        long_video=long_video,
+        features=features,
+        tokens=tokens,  # reference values
     )
 
 
@@ -249,8 +255,9 @@ def test_eva_pth_tower_equals_the_shards_tower(tmp_path, tiny_eva_pth, tiny_vide
 def test_336_model_interpolates_a_224_pos_embed_like_lavis(tmp_path, bert_tokenizer):
     """LAVIS' eva_vit_g.pth holds a 224 px position table; a 336 px model resizes it bicubically.
     (A tower stored in the shards must already be for the model's size: see test_loading.)"""
-    folder = factory.write_checkpoint(tmp_path / "img336", kind="image", compress_type=None, seed=5, image_size=336,
-                                      include_vision_tower=False)
+    folder = factory.write_checkpoint(
+        tmp_path / "img336", kind="image", compress_type=None, seed=5, image_size=336, include_vision_tower=False
+    )
     eva = factory.write_eva_vit_g(tmp_path / "eva_vit_g.pth", seed=5, image_size=224, extra_block=False)
 
     loaded = load_model(str(folder), device="cpu", dtype="float32", eva_weights=eva)

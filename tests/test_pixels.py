@@ -30,16 +30,24 @@ from llamavid_cli.pixels import (
     resize_and_crop,
 )
 from llamavid_cli.video import FrameScaler, Sampling, _apply, _orientation, iter_frames, probe
-
 from media import make_video, photo_like
+
 
 def clip_processor(size: int = 224):
     """CLIP's processor as the checkpoints ship it, built locally (PIL backend, no download)."""
     cls = getattr(transformers, "CLIPImageProcessorPil", None) or transformers.CLIPImageProcessor
     return cls(
-        do_resize=True, size={"shortest_edge": size}, resample=3, do_center_crop=True, crop_size=size,
-        do_rescale=True, rescale_factor=1 / 255, do_normalize=True, image_mean=list(CLIP_MEAN),
-        image_std=list(CLIP_STD), do_convert_rgb=True,
+        do_resize=True,
+        size={"shortest_edge": size},
+        resample=3,
+        do_center_crop=True,
+        crop_size=size,
+        do_rescale=True,
+        rescale_factor=1 / 255,
+        do_normalize=True,
+        image_mean=list(CLIP_MEAN),
+        image_std=list(CLIP_STD),
+        do_convert_rgb=True,
     )
 
 
@@ -73,10 +81,26 @@ def _shapes(size: int, count: int, seed: int) -> list[tuple[int, int]]:
     """Fixed edge cases plus random (height, width): odd and even, both orientations, down- and
     upscaling (smaller than size on one or both sides), axes already at size (PIL skips the pass)."""
     fixed = [
-        (size, size), (size, size + 1), (size + 1, size), (size, 3 * size), (2 * size, size),
-        (size - 1, size - 1), (1, 1), (1, 7), (9, 2), (3, 2 * size), (1080, 1920), (1920, 1080),
-        (720, 1280), (1280, 720), (480, 640), (360, 640), (241, 319), (37, 500),
-        (2 * size + 152, size + 26), (1920, 800),  # over 2:1 tall: Pillow 13 resizes vertically first
+        (size, size),
+        (size, size + 1),
+        (size + 1, size),
+        (size, 3 * size),
+        (2 * size, size),
+        (size - 1, size - 1),
+        (1, 1),
+        (1, 7),
+        (9, 2),
+        (3, 2 * size),
+        (1080, 1920),
+        (1920, 1080),
+        (720, 1280),
+        (1280, 720),
+        (480, 640),
+        (360, 640),
+        (241, 319),
+        (37, 500),
+        (2 * size + 152, size + 26),
+        (1920, 800),  # over 2:1 tall: Pillow 13 resizes vertically first
     ]
     rng = np.random.default_rng(seed)
     drawn = [(int(rng.integers(2, 3 * size)), int(rng.integers(2, 3 * size))) for _ in range(count)]
@@ -109,7 +133,8 @@ def test_crop_resizer_equals_pil_byte_for_byte(size, kind):
 
 
 @pytest.mark.parametrize(
-    "view", [np.rot90, lambda a: np.rot90(a, -1), lambda a: a[::-1], lambda a: a[:, ::-1], lambda a: a.transpose(1, 0, 2)]
+    "view",
+    [np.rot90, lambda a: np.rot90(a, -1), lambda a: a[::-1], lambda a: a[:, ::-1], lambda a: a.transpose(1, 0, 2)],
 )
 def test_crop_resizer_reads_strided_views(view):
     """Rotated and flipped frames arrive as numpy views; the result is PIL's on the upright copy."""
@@ -157,8 +182,17 @@ def _pil_order(image: Image.Image, w: int, h: int) -> str:
 def test_pass_order_follows_the_installed_pil():
     """The 8-bit rounding between passes depends on their order, which Pillow 13 changed for tall images."""
     rng = np.random.default_rng(5)
-    cases = [(264, 553, 224, 469), (264, 400, 224, 339), (100, 200, 50, 99), (100, 200, 50, 100), (100, 100, 99, 60),
-             (100, 100, 80, 60), (1080, 1920, 224, 398), (1920, 1080, 398, 224), (50, 120, 224, 537)]
+    cases = [
+        (264, 553, 224, 469),
+        (264, 400, 224, 339),
+        (100, 200, 50, 99),
+        (100, 200, 50, 100),
+        (100, 100, 99, 60),
+        (100, 100, 80, 60),
+        (1080, 1920, 224, 398),
+        (1920, 1080, 398, 224),
+        (50, 120, 224, 537),
+    ]
     cases += [tuple(int(v) for v in rng.integers(3, 400, 4)) for _ in range(40)]
     orders = set()
     for in_w, in_h, out_w, out_h in cases:
@@ -198,8 +232,15 @@ def _reference_frames(path, size: int) -> list[np.ndarray]:
 )
 def test_video_frames_equal_the_reference_path_byte_for_byte(tmp_path, width, height, rotation, hflip, pix_fmt):
     path = make_video(
-        tmp_path / "v.mp4", seconds=0.3, fps=10, width=width, height=height, pattern_kind="photo",
-        rotation=rotation, hflip=hflip, pix_fmt=pix_fmt,
+        tmp_path / "v.mp4",
+        seconds=0.3,
+        fps=10,
+        width=width,
+        height=height,
+        pattern_kind="photo",
+        rotation=rotation,
+        hflip=hflip,
+        pix_fmt=pix_fmt,
     )
     with av.open(str(path)) as container:
         assert container.streams.video[0].codec_context.pix_fmt == pix_fmt

@@ -1,7 +1,7 @@
 """Prompts and their token ids (method.md §6, §7), on the tiny checkpoint's SentencePiece model."""
 
-import sentencepiece as spm
 import pytest
+import sentencepiece as spm
 from transformers import LlamaTokenizer as HFLlamaTokenizer
 
 from llamavid_cli.model.llamavid import IMAGE_PLACEHOLDER

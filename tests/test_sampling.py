@@ -121,7 +121,16 @@ def test_pipeline_sampling_is_the_video_one():
 
 @pytest.mark.parametrize("command", ["ask", "chat", "encode", "summarize"])
 def test_fps_zero_is_a_usage_error_in_every_command(clips, tiny_video_ckpt, command):
-    args = [command, clips["short"], *(["Who?"] if command == "ask" else []), "--fps", 0, "--model", tiny_video_ckpt, *CPU]
+    args = [
+        command,
+        clips["short"],
+        *(["Who?"] if command == "ask" else []),
+        "--fps",
+        0,
+        "--model",
+        tiny_video_ckpt,
+        *CPU,
+    ]
     result = run(*args)
     assert result.exit_code == 2, result.stderr
     assert result.stderr.strip() == "Error: --fps must be a number greater than 0, got 0"
@@ -164,16 +173,24 @@ def test_start_after_end_on_the_command_line(clips, tiny_video_ckpt):
 
 def test_start_past_the_end_with_a_named_model(clips, tiny_video_ckpt):
     for command in ("ask", "chat"):
-        args = [command, clips["30fps_10s"], *(["Who?"] if command == "ask" else []), "--start", "0:12",
-                "--model", tiny_video_ckpt, *CPU]
+        args = [
+            command,
+            clips["30fps_10s"],
+            *(["Who?"] if command == "ask" else []),
+            "--start",
+            "0:12",
+            "--model",
+            tiny_video_ckpt,
+            *CPU,
+        ]
         result = run(*args)
         assert result.exit_code == 2, (command, result.stderr)
         assert result.stderr.strip() == "Error: --start 12 s is past the end of clip.mp4 (10.0 s)"
 
 
 @pytest.mark.parametrize(
-    ("text", "seconds"), [("75", 75.0), ("75.5", 75.5), ("1:15", 75.0), ("0:01:15", 75.0), ("1:00:00", 3600.0),
-                          ("0:59.5", 59.5)],
+    ("text", "seconds"),
+    [("75", 75.0), ("75.5", 75.5), ("1:15", 75.0), ("0:01:15", 75.0), ("1:00:00", 3600.0), ("0:59.5", 59.5)],
 )
 def test_times(text, seconds):
     assert parse_time(text, "--start") == seconds

@@ -89,7 +89,9 @@ def test_ask_refuses_a_character_device(tiny_video_ckpt):
 def test_encode_refuses_fifos_alone_and_in_a_batch(fifo, tmp_path, tiny_video_ckpt):
     assert_refused(llamavid("encode", fifo, "--model", tiny_video_ckpt), fifo, "named pipe")
     real = media.make_video(tmp_path / "real.mp4", seconds=1, fps=5)
-    assert_refused(llamavid("encode", real, fifo, "-o", tmp_path / "out", "--model", tiny_video_ckpt), fifo, "named pipe")
+    assert_refused(
+        llamavid("encode", real, fifo, "-o", tmp_path / "out", "--model", tiny_video_ckpt), fifo, "named pipe"
+    )
     assert not (tmp_path / "out").exists()  # refused before any work
 
 
@@ -114,7 +116,20 @@ def test_summarize_refuses_a_named_fifo_and_skips_one_found_in_a_folder(tmp_path
     os.mkfifo(folder / "b.mp4")
     named = llamavid("summarize", folder / "b.mp4", "--model", tiny_video_ckpt)
     assert_refused(named, folder / "b.mp4", "named pipe")
-    walked = llamavid("summarize", folder, "--model", tiny_video_ckpt, "-t", 0, "--max-new-tokens", 2,
-                      "--device", "cpu", "--dtype", "float32", "--no-cache")
+    walked = llamavid(
+        "summarize",
+        folder,
+        "--model",
+        tiny_video_ckpt,
+        "-t",
+        0,
+        "--max-new-tokens",
+        2,
+        "--device",
+        "cpu",
+        "--dtype",
+        "float32",
+        "--no-cache",
+    )
     assert walked.exit_code == 0, walked.stderr
     assert "1 of 1 summarised" in walked.stderr and "a.mp4" in walked.stdout

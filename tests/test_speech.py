@@ -22,7 +22,6 @@ from llamavid_cli.speech import (
 from llamavid_cli.subtitles import Cue, SubtitleError
 from media import make_audio, make_video
 
-
 # --- speech: audio --------------------------------------------------------------------------------
 
 
@@ -237,9 +236,7 @@ def test_transcribe_in_blocks_keeps_the_clock(tiny_whisper, tone, monkeypatch):
     monkeypatch.setattr(speech, "MIN_AVG_LOGPROB", -math.inf)
     offsets: list[float] = []
     real = speech.cues_from_segments
-    monkeypatch.setattr(
-        speech, "cues_from_segments", lambda *a, **k: offsets.append(k["offset"]) or real(*a, **k)
-    )
+    monkeypatch.setattr(speech, "cues_from_segments", lambda *a, **k: offsets.append(k["offset"]) or real(*a, **k))
     progress: list[float] = []
     torch.manual_seed(0)
     cues = transcribe(

@@ -84,8 +84,17 @@ def _one_entry_cache(folder: Path, tiny_video_ckpt, clip) -> None:
         (["ask", "v.mp4", "who", "is", "the", "villain"], 2, False),
         (["encode", "v.mp4", "--fps", "fast"], 2, False),
     ],
-    ids=["help", "version", "cache list", "cache list (one entry)", "models list", "info missing", "usage error",
-         "unquoted question", "bad option value"],
+    ids=[
+        "help",
+        "version",
+        "cache list",
+        "cache list (one entry)",
+        "models list",
+        "info missing",
+        "usage error",
+        "unquoted question",
+        "bad option value",
+    ],
 )
 def test_light_commands_never_import_torch(args, code, needs_entry, tiny_video_ckpt, clip):
     if needs_entry:  # reading a cached encode's header must not pull in torch either
@@ -107,9 +116,17 @@ def test_light_commands_never_import_torch(args, code, needs_entry, tiny_video_c
 def test_shell_completion_answers_without_the_heavy_stack():
     env = {**os.environ, "_LLAMAVID_COMPLETE": "complete_bash", "COMP_WORDS": "llamavid su", "COMP_CWORD": "1"}
     done = subprocess.run(
-        [sys.executable, "-X", "importtime", "-c", "import sys; sys.argv[0] = 'llamavid'; "
-         "from llamavid_cli.cli.entry import main; main()"],
-        capture_output=True, text=True, timeout=120, env=env,
+        [
+            sys.executable,
+            "-X",
+            "importtime",
+            "-c",
+            "import sys; sys.argv[0] = 'llamavid'; from llamavid_cli.cli.entry import main; main()",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
     )
     imported, _ = split_stderr(done.stderr)
     assert done.returncode == 0, done.stderr
@@ -128,8 +145,9 @@ def interruptible() -> None:
 
 def _signal_after(cmd, ready, timeout=120, env=None):
     """Start `cmd`, send SIGINT once a stderr line satisfies `ready`, return (rc, stderr)."""
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
-                            preexec_fn=interruptible)
+    proc = subprocess.Popen(
+        cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, preexec_fn=interruptible
+    )
     lines = []
     deadline = time.monotonic() + timeout
     try:
@@ -214,7 +232,10 @@ def test_an_unexpected_failure_is_one_line_and_debug_shows_the_traceback():
     assert result.stderr.splitlines() == ["Error: RuntimeError: kaput (set LLAMAVID_DEBUG=1 for details)"]
     debug = subprocess.run(
         [sys.executable, "-c", _BROKEN_COMMAND],
-        capture_output=True, text=True, timeout=120, env={**os.environ, "LLAMAVID_DEBUG": "1"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "LLAMAVID_DEBUG": "1"},
     )
     assert debug.returncode == 1 and "Traceback" in debug.stderr and "RuntimeError: kaput" in debug.stderr
 
@@ -254,9 +275,16 @@ EXIT_CODES = [
 
 
 @pytest.mark.parametrize("args, code, has_json", EXIT_CODES, ids=[" ".join(a[:3]) for a, _, _ in EXIT_CODES])
-def test_exit_codes_follow_one_rule_and_json_gets_an_error_object(args, code, has_json, clip, tiny_video_ckpt, tmp_path):
-    fill = {"clip": clip, "ckpt": tiny_video_ckpt, "tmp": tmp_path, "notes": _not_a_video(tmp_path),
-            "junk": _junk_vidtok(tmp_path)}
+def test_exit_codes_follow_one_rule_and_json_gets_an_error_object(
+    args, code, has_json, clip, tiny_video_ckpt, tmp_path
+):
+    fill = {
+        "clip": clip,
+        "ckpt": tiny_video_ckpt,
+        "tmp": tmp_path,
+        "notes": _not_a_video(tmp_path),
+        "junk": _junk_vidtok(tmp_path),
+    }
     args = [a.format(**fill) for a in args]
     plain = run(*args)
     assert plain.exit_code == code, plain.stderr

@@ -15,7 +15,6 @@ from llamavid_cli import video
 from llamavid_cli.errors import UsageError, VideoError
 from llamavid_cli.pixels import resize_and_crop
 from llamavid_cli.video import Frame, Sampling, VideoInfo, even_subset, frame_stride, iter_frames, probe
-
 from media import (
     green_corner,
     make_audio,
@@ -225,8 +224,13 @@ def test_auto_mode_seeks_only_over_long_gaps(media, decode_counter):
 
 @pytest.mark.parametrize(
     ("name", "usable", "constant"),
-    [("long", True, True), ("gop_mkv", True, True), ("vfr_mp4", True, False), ("vfr_mkv", True, False),
-     ("x264_avi", False, False)],
+    [
+        ("long", True, True),
+        ("gop_mkv", True, True),
+        ("vfr_mp4", True, False),
+        ("vfr_mkv", True, False),
+        ("x264_avi", False, False),
+    ],
 )
 def test_clock_check(media, name, usable, constant):
     """Auto mode seeks only where nominal indices (time × fps) equal decode positions."""
@@ -274,7 +278,12 @@ def test_truncated_matroska_gives_early_frames_and_one_warning(tmp_path):
 
 def test_truncated_faststart_mp4_gives_early_frames_and_one_warning(tmp_path):
     path = make_video(
-        tmp_path / "t.mp4", seconds=6, fps=10, gop=10, width=160, height=120,
+        tmp_path / "t.mp4",
+        seconds=6,
+        fps=10,
+        gop=10,
+        width=160,
+        height=120,
         container_options={"movflags": "faststart"},
     )
     truncate(path, 0.5)

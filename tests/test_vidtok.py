@@ -98,7 +98,12 @@ def damaged_cases(source):
         "stray tensor": ({"extra": torch.zeros(frames)}, {}, (), "unexpected tensor 'extra'"),
         "no timestamps": ({}, {}, ("timestamps",), "no timestamps tensor"),
         "cue fields not ours": ({}, {"subtitles": json.dumps([{**cues[0], "speaker": "A"}])}, (), "subtitle 1"),
-        "cue text a number": ({}, {"subtitles": json.dumps([{**cues[0], "text": 5}])}, (), "'text' has the wrong type (int)"),
+        "cue text a number": (
+            {},
+            {"subtitles": json.dumps([{**cues[0], "text": 5}])},
+            (),
+            "'text' has the wrong type (int)",
+        ),
         "cue ends first": ({}, {"subtitles": json.dumps([{"start": 2.0, "end": 1.0, "text": "x"}])}, (), "ends before"),
         "cues not a list": ({}, {"subtitles": json.dumps({"a": 1})}, (), "subtitles has the wrong type (dict)"),
         "features_cls a string": ({}, {"features_cls": json.dumps("yes")}, (), "features_cls has the wrong type (str)"),
@@ -215,4 +220,9 @@ def test_one_frozen_encoded_video_is_read_selected_and_written_back(encoded, tmp
     assert torch.equal(part.content[1], whole.content[2]) and part.num_frames == 2 and whole.num_frames > 2
     again = vidtok.read(vidtok.write(tmp_path / "part.vidtok", part))
     assert again.timestamps == part.timestamps and torch.equal(again.features, part.features)
-    assert (again.model, again.fingerprint, again.prompt, again.cues) == (part.model, part.fingerprint, part.prompt, part.cues)
+    assert (again.model, again.fingerprint, again.prompt, again.cues) == (
+        part.model,
+        part.fingerprint,
+        part.prompt,
+        part.cues,
+    )

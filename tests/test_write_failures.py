@@ -37,8 +37,12 @@ def with_small_disk(limit):
 def llamavid_on_a_full_disk(limit, *args):
     env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1", "COLUMNS": "200"}
     return subprocess.run(
-        [sys.executable, "-m", "llamavid_cli", *map(str, args)], capture_output=True, text=True, timeout=300,
-        env=env, preexec_fn=with_small_disk(limit),
+        [sys.executable, "-m", "llamavid_cli", *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+        preexec_fn=with_small_disk(limit),
     )
 
 
@@ -64,9 +68,26 @@ def test_encode_on_a_full_disk_keeps_the_old_file_and_leaves_no_temp(clip, tiny_
 def test_ask_answers_when_the_cache_cannot_be_written(clip, tiny_video_ckpt, tmp_path):
     cache = tmp_path / "cache"
     result = subprocess.run(
-        [sys.executable, "-m", "llamavid_cli", "ask", str(clip), "Who?", "--model", str(tiny_video_ckpt), "-t", "0",
-         "--max-new-tokens", "3", "--json", *CPU],
-        capture_output=True, text=True, timeout=300, preexec_fn=with_small_disk(2000),
+        [
+            sys.executable,
+            "-m",
+            "llamavid_cli",
+            "ask",
+            str(clip),
+            "Who?",
+            "--model",
+            str(tiny_video_ckpt),
+            "-t",
+            "0",
+            "--max-new-tokens",
+            "3",
+            "--json",
+            *CPU,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        preexec_fn=with_small_disk(2000),
         env={**os.environ, "LLAMAVID_CACHE_DIR": str(cache), "PYTHONDONTWRITEBYTECODE": "1", "COLUMNS": "300"},
     )
     assert result.returncode == 0, result.stderr
@@ -80,8 +101,19 @@ def test_ask_answers_when_the_cache_cannot_be_written(clip, tiny_video_ckpt, tmp
 def test_ask_answers_when_the_cache_folder_is_a_file(clip, tiny_video_ckpt, tmp_path):
     in_the_way = tmp_path / "cache"
     in_the_way.write_text("not a folder")
-    result = run("ask", clip, "Who?", "--model", tiny_video_ckpt, "-t", 0, "--max-new-tokens", 3, *CPU,
-                 env={"LLAMAVID_CACHE_DIR": str(in_the_way)})
+    result = run(
+        "ask",
+        clip,
+        "Who?",
+        "--model",
+        tiny_video_ckpt,
+        "-t",
+        0,
+        "--max-new-tokens",
+        3,
+        *CPU,
+        env={"LLAMAVID_CACHE_DIR": str(in_the_way)},
+    )
     assert result.exit_code == 0 and result.stdout.strip(), result.stderr
     assert result.stderr.strip() == (
         f"Warning: the encode cache could not keep this encode: {in_the_way} is a file, not a folder; free space "
@@ -98,8 +130,9 @@ def test_summarize_reports_a_summary_it_cannot_write_and_goes_on(tiny_video_ckpt
     out = tmp_path / "out"
     out.mkdir()
     (out / "day1").write_text("a file where a folder must go")
-    result = run("summarize", library, "-r", "--out-dir", out, "--model", tiny_video_ckpt, "-t", 0,
-                 "--max-new-tokens", 2, *CPU)
+    result = run(
+        "summarize", library, "-r", "--out-dir", out, "--model", tiny_video_ckpt, "-t", 0, "--max-new-tokens", 2, *CPU
+    )
     assert result.exit_code == 1
     assert f"cannot write {out / 'day1' / 'clip.mp4.txt'} (a file is in the way of its folder)" in result.stderr
     assert "Traceback" not in result.stderr and "1 of 2 summarised" in result.stderr

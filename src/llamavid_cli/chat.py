@@ -7,9 +7,9 @@ each chat turn (method.md §5), and the history holds clean answers (no doubled 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Callable
 
 from . import context, pipeline
 from .encoded import EncodedVideo
@@ -18,8 +18,14 @@ from .model.prompt import Conversation
 
 
 def open_source(
-    loaded: Loaded, path: Path, sampling: pipeline.Sampling | None = None, *, max_new_tokens: int, fit: bool,
-    use_cache: bool = True, subs: pipeline.SubtitleRequest | None = None,
+    loaded: Loaded,
+    path: Path,
+    sampling: pipeline.Sampling | None = None,
+    *,
+    max_new_tokens: int,
+    fit: bool,
+    use_cache: bool = True,
+    subs: pipeline.SubtitleRequest | None = None,
     progress: pipeline.FrameProgress | None = None,
 ) -> EncodedVideo:
     """A source decoded once for every question to come, fitted to the context before decoding
@@ -28,7 +34,9 @@ def open_source(
         loaded, path, sampling, question=None, history=None, max_new_tokens=max_new_tokens, fit=fit, subs=subs
     )
     prepared = pipeline.prepare(loaded, path, sampling, use_cache=use_cache, subs=subs, progress=progress)
-    prepared, note = context.trim(loaded, prepared, question=None, history=None, max_new_tokens=max_new_tokens, allow=fit)
+    prepared, note = context.trim(
+        loaded, prepared, question=None, history=None, max_new_tokens=max_new_tokens, allow=fit
+    )
     return replace(prepared, notes=(*notes, *([note] if note else []), *prepared.notes))
 
 
@@ -46,8 +54,13 @@ class ChatSession:
 
     def ask(self, question: str, on_text: Callable[[str], None] | None = None) -> pipeline.Answer:
         result = pipeline.answer(
-            self.loaded, self.prepared, question, history=self.conversation.history,
-            generation=self.generation, on_text=on_text, source=self.source,
+            self.loaded,
+            self.prepared,
+            question,
+            history=self.conversation.history,
+            generation=self.generation,
+            on_text=on_text,
+            source=self.source,
         )
         self.conversation.add(question, result.answer)
         return result

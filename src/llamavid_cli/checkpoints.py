@@ -18,10 +18,11 @@ import os
 import pickle
 import re
 import zipfile
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from importlib.resources import files as package_files
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Iterable
+from typing import TYPE_CHECKING
 
 from .errors import CheckpointError, DownloadError
 
@@ -73,6 +74,7 @@ def context_length(alias: str) -> int:
     except (CheckpointError, DownloadError):
         return known(alias).context_length
 
+
 # Files a checkpoint needs; the hub repos also hold training leftovers we do not fetch.
 CHECKPOINT_PATTERNS = ["*.json", "*.bin", "*.safetensors", "tokenizer.model"]
 
@@ -109,7 +111,9 @@ def bert_vocab() -> Path:
     except OSError:
         raise CheckpointError(f"the installed package lacks {path}; reinstall llamavid-cli") from None
     if digest != BERT_VOCAB_SHA256:
-        raise CheckpointError(f"{path} is damaged (sha256 {digest[:12]}…, expected {BERT_VOCAB_SHA256[:12]}…); reinstall llamavid-cli")
+        raise CheckpointError(
+            f"{path} is damaged (sha256 {digest[:12]}…, expected {BERT_VOCAB_SHA256[:12]}…); reinstall llamavid-cli"
+        )
     return path
 
 
@@ -204,7 +208,10 @@ KEY_MAP: list[tuple[str, str | None]] = [
     # this one rule: every LLM layer's RoPE `inv_freq` (stored rounded to the storage dtype; we
     # keep exact float32 frequencies) and the Q-Former's `position_ids` (arange(512)). Nothing
     # else is dropped: any other unknown or missing key is refused by name.
-    (r"^model\.(?:layers\.\d+\.self_attn\.rotary_emb\.inv_freq|vlm_att_encoder\.bert\.embeddings\.position_ids)$", None),
+    (
+        r"^model\.(?:layers\.\d+\.self_attn\.rotary_emb\.inv_freq|vlm_att_encoder\.bert\.embeddings\.position_ids)$",
+        None,
+    ),
     # Llama LLM (method.md §1): LlamaForCausalLM names under `llm.`
     (r"^(model\.(?:embed_tokens|layers|norm)\..*)$", r"llm.\1"),
     (r"^lm_head\.(.*)$", r"llm.lm_head.\1"),

@@ -153,8 +153,11 @@ class ModelConfig:
         multimodal = (
             self.num_query * d
             + (2 * v if self.qformer_layernorm else 0)
-            + (d * v + v) + (v * v + v) + (v * h + h)  # att_projector, key_projector, val_projector
-            + (v * h + h) + (self.projector_depth - 1) * (h * h + h)  # mm_projector
+            + (d * v + v)
+            + (v * v + v)
+            + (v * h + h)  # att_projector, key_projector, val_projector
+            + (v * h + h)
+            + (self.projector_depth - 1) * (h * h + h)  # mm_projector
         )
         return {
             "llm_linears": linears,
@@ -321,7 +324,9 @@ def _num_query(raw: dict[str, Any]) -> int:
     names = [n for n in ("num_query", "num_qformer") if raw.get(n) is not None]
     values = {raw[n] for n in names}
     if len(values) > 1:
-        raise CheckpointError(f"config.json has num_query {raw['num_query']} and num_qformer {raw['num_qformer']}; keep one")
+        raise CheckpointError(
+            f"config.json has num_query {raw['num_query']} and num_qformer {raw['num_qformer']}; keep one"
+        )
     value = raw[names[0]] if names else 32
     _require_positive(value, names[0] if names else "num_query")
     return value
@@ -358,16 +363,29 @@ def _check_encoder(cfg: VisionConfig | QFormerConfig, prefix: str) -> None:
     _positive(cfg, prefix, "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size")
     _divides(cfg, prefix, "num_attention_heads", "hidden_size")
     if not (isinstance(cfg.layer_norm_eps, (int, float)) and cfg.layer_norm_eps > 0):
-        raise CheckpointError(f"config.json field {prefix}.layer_norm_eps must be a positive number, not {cfg.layer_norm_eps!r}")
+        raise CheckpointError(
+            f"config.json field {prefix}.layer_norm_eps must be a positive number, not {cfg.layer_norm_eps!r}"
+        )
 
 
 def _check_llm(llm: LlmConfig) -> None:
-    _positive(llm, "", "vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
-              "num_key_value_heads", "max_position_embeddings")
+    _positive(
+        llm,
+        "",
+        "vocab_size",
+        "hidden_size",
+        "intermediate_size",
+        "num_hidden_layers",
+        "num_attention_heads",
+        "num_key_value_heads",
+        "max_position_embeddings",
+    )
     _divides(llm, "", "num_attention_heads", "hidden_size")
     _divides(llm, "", "num_key_value_heads", "num_attention_heads")
     if llm.head_dim % 2:
-        raise CheckpointError(f"config.json: hidden_size / num_attention_heads = {llm.head_dim} is odd; RoPE needs an even head size")
+        raise CheckpointError(
+            f"config.json: hidden_size / num_attention_heads = {llm.head_dim} is odd; RoPE needs an even head size"
+        )
     for name in ("rms_norm_eps", "rope_theta"):
         value = getattr(llm, name)
         if not (isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0 and math.isfinite(value)):
@@ -378,7 +396,9 @@ def _check_llm(llm: LlmConfig) -> None:
     for name in ("bos_token_id", "eos_token_id"):
         value = getattr(llm, name)
         if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < llm.vocab_size:
-            raise CheckpointError(f"config.json field {name} must be a token id below vocab_size {llm.vocab_size}, not {value!r}")
+            raise CheckpointError(
+                f"config.json field {name} must be a token id below vocab_size {llm.vocab_size}, not {value!r}"
+            )
 
 
 def read_config(folder: Path) -> ModelConfig:
@@ -390,4 +410,3 @@ def read_config(folder: Path) -> ModelConfig:
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise CheckpointError(f"{path} is not valid JSON ({exc})") from None
     return parse_config(raw)
-

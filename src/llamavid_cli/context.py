@@ -11,8 +11,9 @@ costs no decoding.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import replace
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING
 
 from .errors import ContextLengthError
 from .loader import Loaded
@@ -41,7 +42,10 @@ def rough_need(frames: int, max_new_tokens: int) -> int:
 
 
 def build_prompt(
-    loaded: Loaded, question: str, frames: int, history: History = None,
+    loaded: Loaded,
+    question: str,
+    frames: int,
+    history: History = None,
     subtitles_per_frame: list[list[str]] | None = None,
 ) -> list[int]:
     """vicuna_v1 prompt ids with placeholders (method.md §6; §7 for the long-video model)."""
@@ -69,9 +73,7 @@ def text_tokens(loaded: Loaded, question: str, history: History = None, cues: Se
     return template + subtitle_tokens(loaded, cues)
 
 
-def frame_budget(
-    loaded: Loaded, question: str, history: History, max_new_tokens: int, cues: Sequence[Cue] = ()
-) -> int:
+def frame_budget(loaded: Loaded, question: str, history: History, max_new_tokens: int, cues: Sequence[Cue] = ()) -> int:
     """Most frames that fit in the context beside the text and a full-length answer."""
     room = loaded.config.context_length - text_tokens(loaded, question, history, cues) - max_new_tokens
     return max(0, room // loaded.config.tokens_per_frame())
@@ -87,9 +89,11 @@ def context_error(
     need = text + frames * per_frame + max_new_tokens
     budget = frame_budget(loaded, question, history, max_new_tokens, cues)
     if budget == 0:
-        ways = "the text alone leaves no room for frames: " + (
-            "give a shorter subtitle file, " if subs else ""
-        ) + "shorten the question or history, or lower --max-new-tokens"
+        ways = (
+            "the text alone leaves no room for frames: "
+            + ("give a shorter subtitle file, " if subs else "")
+            + "shorten the question or history, or lower --max-new-tokens"
+        )
     else:
         ways = f"sample at most {budget} frames (--fps, --max-frames N, or --fit to do it for you), pick a --start/--end range"
         if not loaded.long_video:
@@ -102,8 +106,15 @@ def context_error(
 
 
 def fit(
-    loaded: Loaded, frames: int, sampling: Sampling, *, question: str | None, history: History,
-    max_new_tokens: int, allow: bool, cues: Sequence[Cue] = (),
+    loaded: Loaded,
+    frames: int,
+    sampling: Sampling,
+    *,
+    question: str | None,
+    history: History,
+    max_new_tokens: int,
+    allow: bool,
+    cues: Sequence[Cue] = (),
 ) -> tuple[Sampling, str | None]:
     """The sampling to decode with, given the `frames` it would choose: unchanged when they fit,
     else (with `allow`, i.e. --fit) capped at what fits beside the question allowance, with a
@@ -122,7 +133,12 @@ def fit(
 
 
 def trim(
-    loaded: Loaded, prepared: EncodedVideo, *, question: str | None, history: History, max_new_tokens: int,
+    loaded: Loaded,
+    prepared: EncodedVideo,
+    *,
+    question: str | None,
+    history: History,
+    max_new_tokens: int,
     allow: bool,
 ) -> tuple[EncodedVideo, str | None]:
     """A decoded source cut to fit (evenly spaced frames), or a ContextLengthError without `allow`:

@@ -106,8 +106,13 @@ def check_fits(needed: dict[str, int], choice: str, available: int | None, where
     """
     if available is None or needed[choice] <= available:
         return
-    flags = {"float32": "--dtype float32", "float16": "--dtype float16", "bfloat16": "--dtype bfloat16",
-             "8bit": "--quantize 8bit", "4bit": "--quantize 4bit"}
+    flags = {
+        "float32": "--dtype float32",
+        "float16": "--dtype float16",
+        "bfloat16": "--dtype bfloat16",
+        "8bit": "--quantize 8bit",
+        "4bit": "--quantize 4bit",
+    }
     fits = [f"{flags[k]} (~{_gb(v)})" for k, v in needed.items() if k != choice and v <= available and k in flags]
     hint = f"; would fit: {', '.join(fits)}" if fits else "; even --quantize 4bit would not fit here"
     raise LlamaVidError(

@@ -9,8 +9,9 @@ any token data. Importing this module imports neither torch nor the model (the C
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     import torch
@@ -61,8 +62,11 @@ class EncodedVideo:
 
         pick = list(indices)
         return replace(
-            self, timestamps=tuple(self.timestamps[i] for i in pick), context=self.context[pick],
-            content=self.content[pick], features=None if self.features is None else self.features[pick],
+            self,
+            timestamps=tuple(self.timestamps[i] for i in pick),
+            context=self.context[pick],
+            content=self.content[pick],
+            features=None if self.features is None else self.features[pick],
         )
 
     def tokens_for(self, loaded: Loaded, question: str) -> FrameTokens:

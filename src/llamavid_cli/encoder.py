@@ -3,8 +3,8 @@ per-frame context and content tokens (method.md §2–§5), into one `EncodedVid
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Callable, Iterator
 
 import numpy as np
 import torch
@@ -24,12 +24,20 @@ def source_info(path: Path) -> dict:
     """Name, size, content hash (`cache.content_hash`) and the stream's shape."""
     info = video.probe(path)
     return {
-        "name": path.name, "size": path.stat().st_size, "hash": cache.content_hash(path), "duration": info.duration,
-        "width": info.width, "height": info.height, "fps": info.fps, "codec": info.codec,
+        "name": path.name,
+        "size": path.stat().st_size,
+        "hash": cache.content_hash(path),
+        "duration": info.duration,
+        "width": info.width,
+        "height": info.height,
+        "fps": info.fps,
+        "codec": info.codec,
     }
 
 
-def _pixel_batches(loaded: Loaded, path: Path, sampling: Sampling, warnings: list[str]) -> Iterator[tuple[torch.Tensor, list[float]]]:
+def _pixel_batches(
+    loaded: Loaded, path: Path, sampling: Sampling, warnings: list[str]
+) -> Iterator[tuple[torch.Tensor, list[float]]]:
     """Normalised pixel batches [b,3,S,S] on the model's device, with their timestamps."""
     size = loaded.config.vision.image_size
     device, dtype = loaded.model.vision_device, loaded.model.vision_dtype
@@ -81,10 +89,17 @@ def encode_source(
     if not contexts:
         raise VideoError(f"{path}: {NO_FRAMES}")
     return EncodedVideo(
-        timestamps=tuple(stamps), context=torch.cat(contexts), content=torch.cat(contents), prompt=instruction,
-        model=loaded.name, fingerprint=loaded.fingerprint, long_video=loaded.long_video,
-        features=torch.cat(kept) if keep_features else None, sampling=sampling.as_dict(),
-        source=info or source_info(path), notes=tuple(warnings),
+        timestamps=tuple(stamps),
+        context=torch.cat(contexts),
+        content=torch.cat(contents),
+        prompt=instruction,
+        model=loaded.name,
+        fingerprint=loaded.fingerprint,
+        long_video=loaded.long_video,
+        features=torch.cat(kept) if keep_features else None,
+        sampling=sampling.as_dict(),
+        source=info or source_info(path),
+        notes=tuple(warnings),
     )
 
 

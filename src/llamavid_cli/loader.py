@@ -99,8 +99,9 @@ def memory_options(config: ModelConfig, target: torch.device) -> dict[str, int]:
     return options
 
 
-def check_memory(config: ModelConfig, target: torch.device, dtype: torch.dtype, quantize: str,
-                 available: int | None) -> None:
+def check_memory(
+    config: ModelConfig, target: torch.device, dtype: torch.dtype, quantize: str, available: int | None
+) -> None:
     """Refuse before reading any shard when the weights cannot fit in `available` bytes."""
     options = memory_options(config, target)
     choice = quantize if quantize != "none" else _dtype_name(dtype)
@@ -288,4 +289,3 @@ def describe(loaded: Loaded) -> dict:
         "context_length": loaded.config.context_length,
         "long_video": loaded.long_video,
     }
-

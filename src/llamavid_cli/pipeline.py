@@ -8,10 +8,10 @@ still image or a .vidtok; which one is found by opening it, never by its name.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Callable, Sequence
 
 from . import cache, checkpoints, context, defaults, speech, subtitles, video, vidtok
 from .config import read_config
@@ -100,8 +100,14 @@ def check_source(path: Path, model: tuple[str, str] | None = None) -> str:
 
 
 def prepare(
-    loaded: Loaded, path: Path, sampling: Sampling | None = None, *, question: str | None = None,
-    use_cache: bool = True, progress: FrameProgress | None = None, subs: SubtitleRequest | None = None,
+    loaded: Loaded,
+    path: Path,
+    sampling: Sampling | None = None,
+    *,
+    question: str | None = None,
+    use_cache: bool = True,
+    progress: FrameProgress | None = None,
+    subs: SubtitleRequest | None = None,
 ) -> EncodedVideo:
     """Open a source (see `_prepare`) and attach its subtitles where they will be used.
 
@@ -136,7 +142,10 @@ def check_transcribe(model: str, long_video: bool | None, subs: SubtitleRequest)
 
 
 def gather_cues(
-    path: Path, subs: SubtitleRequest, stored: Sequence[subtitles.Cue], on_note: Callable[[str], None] | None = None,
+    path: Path,
+    subs: SubtitleRequest,
+    stored: Sequence[subtitles.Cue],
+    on_note: Callable[[str], None] | None = None,
 ) -> list[subtitles.Cue]:
     """A subtitle file wins; then Whisper when asked (unless stored already); then what the
     source carries: a .vidtok's stored cues or the container's text track. A transcript the
@@ -162,8 +171,13 @@ def gather_cues(
 
 
 def _prepare(
-    loaded: Loaded, path: Path, sampling: Sampling | None = None, *, question: str | None = None,
-    use_cache: bool = True, progress: FrameProgress | None = None,
+    loaded: Loaded,
+    path: Path,
+    sampling: Sampling | None = None,
+    *,
+    question: str | None = None,
+    use_cache: bool = True,
+    progress: FrameProgress | None = None,
 ) -> EncodedVideo:
     """Open a .vidtok, or decode a video/image, into something questions can be asked of.
 
@@ -294,8 +308,13 @@ def answer(
         loaded.model.release_vision()  # the memory plan for an hour of video: tower out before the prefill
     streamer = CallbackStreamer(loaded.tokenizer.decode, stream, loaded.config.llm.eos_token_id)
     result = loaded.model.generate(
-        prompt_ids, visual, max_new_tokens=generation.max_new_tokens, temperature=generation.temperature,
-        top_p=generation.top_p, seed=generation.seed, streamer=streamer,
+        prompt_ids,
+        visual,
+        max_new_tokens=generation.max_new_tokens,
+        temperature=generation.temperature,
+        top_p=generation.top_p,
+        seed=generation.seed,
+        streamer=streamer,
     )
     done = time.perf_counter()
     return Answer(
@@ -339,8 +358,16 @@ def ask(
     subs = subs or SubtitleRequest()
     generation = generation or GenerationSettings()
     started = time.perf_counter()
-    sampling, notes = fit_source(loaded, path, sampling, question=question, history=history,
-                                 max_new_tokens=generation.max_new_tokens, fit=fit, subs=subs)
+    sampling, notes = fit_source(
+        loaded,
+        path,
+        sampling,
+        question=question,
+        history=history,
+        max_new_tokens=generation.max_new_tokens,
+        fit=fit,
+        subs=subs,
+    )
     prepared = prepare(loaded, path, sampling, question=question, use_cache=use_cache, subs=subs, progress=progress)
     prepared, note = context.trim(
         loaded, prepared, question=question, history=history, max_new_tokens=generation.max_new_tokens, allow=fit
@@ -361,8 +388,15 @@ def ask(
 
 
 def fit_source(
-    loaded: Loaded, path: Path, sampling: Sampling | None, *, question: str | None,
-    history: list[tuple[str, str]] | None, max_new_tokens: int, fit: bool, subs: SubtitleRequest | None = None,
+    loaded: Loaded,
+    path: Path,
+    sampling: Sampling | None,
+    *,
+    question: str | None,
+    history: list[tuple[str, str]] | None,
+    max_new_tokens: int,
+    fit: bool,
+    subs: SubtitleRequest | None = None,
 ) -> tuple[Sampling, list[str]]:
     """The sampling `ask` and `chat` decode a source with, decided before any decoding: the
     frames it would choose, plus the text and a --subtitles file's cues, against the context
@@ -374,7 +408,13 @@ def fit_source(
     frames = check_sampling(path, sampling)
     cues = subtitles.read_subtitles(subs.file) if subs and subs.file and loaded.long_video else []
     sampling, note = context.fit(
-        loaded, frames, sampling, question=question, history=history, max_new_tokens=max_new_tokens,
-        allow=fit, cues=cues,
+        loaded,
+        frames,
+        sampling,
+        question=question,
+        history=history,
+        max_new_tokens=max_new_tokens,
+        allow=fit,
+        cues=cues,
     )
     return sampling, [note] if note else []

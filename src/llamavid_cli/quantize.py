@@ -34,8 +34,12 @@ def _quantized(bnb, linear: nn.Linear, mode: str, compute_dtype: torch.dtype) ->
     has_bias = linear.bias is not None
     if mode == "4bit":
         new = bnb.nn.Linear4bit(
-            linear.in_features, linear.out_features, bias=has_bias,
-            compute_dtype=compute_dtype, quant_type="nf4", compress_statistics=True,
+            linear.in_features,
+            linear.out_features,
+            bias=has_bias,
+            compute_dtype=compute_dtype,
+            quant_type="nf4",
+            compress_statistics=True,
         )
         new.weight = bnb.nn.Params4bit(weight, requires_grad=False, quant_type="nf4", compress_statistics=True)
     else:

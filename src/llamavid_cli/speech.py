@@ -70,6 +70,7 @@ _HOP_SECONDS = 0.01  # one log-mel frame (160 samples at 16 kHz)
 
 ProgressHook = Callable[[float, float], None]  # (seconds transcribed, total seconds)
 
+
 def decode_audio(video_path: str | Path) -> tuple[np.ndarray, float]:
     """The first audio track as 16 kHz mono float32 in [-1, 1], and the video-clock time of its
     first sample. PyAV's resampler (FFmpeg's swresample) does what openai-whisper's
@@ -213,7 +214,11 @@ def transcribe(
 
     def mel(chunk: np.ndarray):
         out = features(
-            chunk, sampling_rate=SAMPLE_RATE, return_tensors="pt", truncation=False, padding="longest",
+            chunk,
+            sampling_rate=SAMPLE_RATE,
+            return_tensors="pt",
+            truncation=False,
+            padding="longest",
             return_attention_mask=True,
         )
         return out.input_features.to(device_, whisper.dtype), out.attention_mask.to(device_)

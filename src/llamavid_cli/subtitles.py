@@ -121,9 +121,7 @@ def write_srt(cues: Iterable[Cue], path: str | Path) -> None:
     """A SubRip file of `cues`, numbered from 1 in the order given (UTF-8, replaced atomically)."""
     import srt  # srt, webvtt and charset_normalizer load on use: ~0.1 s off every command's start
 
-    subs = [
-        srt.Subtitle(i, _delta(cue.start), _delta(cue.end), cue.text) for i, cue in enumerate(cues, start=1)
-    ]
+    subs = [srt.Subtitle(i, _delta(cue.start), _delta(cue.end), cue.text) for i, cue in enumerate(cues, start=1)]
     _write_atomic(Path(path), srt.compose(subs, reindex=False))
 
 
@@ -156,9 +154,7 @@ def _read_text(path: str | Path, encoding: str | None, on_warning: WarningHook |
     return path, text
 
 
-def _decode_text(
-    path: Path, data: bytes, encoding: str | None = None, on_warning: WarningHook | None = None
-) -> str:
+def _decode_text(path: Path, data: bytes, encoding: str | None = None, on_warning: WarningHook | None = None) -> str:
     """The text of a subtitle file: a byte-order mark decides; else `encoding`; else strict UTF-8;
     else charset-normalizer's best guess, reported through `on_warning`."""
     for bom, name in _BOMS:
@@ -450,7 +446,6 @@ def clock_origin(container) -> float:
         video = container.streams.video[0]
         return float(video.start_time * video.time_base) if video.start_time is not None else 0.0
     return container.start_time / av.time_base if container.start_time is not None else 0.0
-
 
 
 # --------------------------------------------------------------------------------------------

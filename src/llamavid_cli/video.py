@@ -197,7 +197,7 @@ def is_image(path: str | Path) -> bool:
                 return False
             img.load()
         return True
-    except Exception:  # PIL raises many types for files that are not images
+    except Exception:  # noqa: BLE001  (PIL raises many types for files that are not images)
         return False
 
 
@@ -369,9 +369,7 @@ class _Source:
 
     def _setup(self) -> None:
         container, path = self.container, self.path
-        streams = [
-            s for s in container.streams.video if not s.disposition & av.stream.Disposition.attached_pic
-        ]
+        streams = [s for s in container.streams.video if not s.disposition & av.stream.Disposition.attached_pic]
         if not streams:
             kinds = sorted({s.type for s in container.streams}) or ["no"]
             raise VideoError(f"{path} has no video stream ({', '.join(kinds)} only); give a file with video")
@@ -725,7 +723,9 @@ def _describe_plan(src: _Source, stride: int, jump_gap: float, seek_time: float 
     if seek_time is not None:
         ways.append(f"seek to {seek_time:.2f} s")
     if jump_gap != math.inf:
-        ways.append("seek to every chosen frame" if jump_gap <= 1 else f"seek over gaps of more than {jump_gap:.0f} frames")
+        ways.append(
+            "seek to every chosen frame" if jump_gap <= 1 else f"seek over gaps of more than {jump_gap:.0f} frames"
+        )
     if nal is not None:
         ways.append("decode reference frames and only the chosen non-reference ones")
     else:
@@ -1010,8 +1010,14 @@ def _orientation(frame: av.VideoFrame) -> tuple[tuple[str, ...], bool]:
 # Counter-clockwise rotation each op sequence performs once a mirror (an hflip after the
 # rotation) is set aside: vflip = 180° + mirror, transpose = 270° + mirror, and so on.
 _DEGREES = {
-    (): 0, ("rot90",): 90, ("rot270",): 270, ("hflip", "vflip"): 180,
-    ("hflip",): 0, ("vflip",): 180, ("transpose",): 270, ("antitranspose",): 90,
+    (): 0,
+    ("rot90",): 90,
+    ("rot270",): 270,
+    ("hflip", "vflip"): 180,
+    ("hflip",): 0,
+    ("vflip",): 180,
+    ("transpose",): 270,
+    ("antitranspose",): 90,
 }
 
 

@@ -16,7 +16,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-
 from . import __version__, paths
 from .encoded import EncodedVideo, VidtokHeader
 from .errors import VidtokError
@@ -73,8 +72,8 @@ def write(path: Path, video: EncodedVideo) -> Path:
 
     Any failure is one WriteError line naming `path` and the reason; a file already at `path`
     stays as it was."""
-    from safetensors import SafetensorError
     import torch
+    from safetensors import SafetensorError
     from safetensors.torch import save_file
 
     path = Path(path)
@@ -97,9 +96,12 @@ def read_header(path: Path) -> VidtokHeader:
     meta, layout, data = _open(path, tensors=False)
     fields = _check_metadata(path, meta)
     return VidtokHeader(
-        **{k: v for k, v in fields.items() if k != "cues"}, subtitles=len(fields["cues"]),
-        created=meta.get("created", ""), tool_version=meta.get("tool_version", ""),
-        shapes={name: shape for name, (shape, _) in layout.items()}, timestamps=tuple(data["timestamps"].tolist()),
+        **{k: v for k, v in fields.items() if k != "cues"},
+        subtitles=len(fields["cues"]),
+        created=meta.get("created", ""),
+        tool_version=meta.get("tool_version", ""),
+        shapes={name: shape for name, (shape, _) in layout.items()},
+        timestamps=tuple(data["timestamps"].tolist()),
     )
 
 
@@ -111,8 +113,11 @@ def read(path: Path) -> EncodedVideo:
     meta, _, data = _open(path, tensors=True)
     fields = _check_metadata(path, meta)
     return EncodedVideo(
-        timestamps=tuple(data["timestamps"].tolist()), context=data["context"][:, None], content=data["content"],
-        features=data.get("features"), **{**fields, "cues": tuple(Cue(**c) for c in fields["cues"])},
+        timestamps=tuple(data["timestamps"].tolist()),
+        context=data["context"][:, None],
+        content=data["content"],
+        features=data.get("features"),
+        **{**fields, "cues": tuple(Cue(**c) for c in fields["cues"])},
     )
 
 
@@ -202,11 +207,22 @@ def _check_tensors(path: Path, layout: dict[str, tuple[tuple, str]], data: dict,
                 )
 
 
-_SAMPLING = {"fps": (int, float), "max_frames": (int, type(None)), "start": (int, float, type(None)),
-             "end": (int, float, type(None))}
-_SOURCE = {"name": (str,), "size": (int,), "hash": (str,), "duration": (int, float, type(None)),
-           "width": (int, type(None)), "height": (int, type(None)), "fps": (int, float, type(None)),
-           "codec": (str, type(None))}
+_SAMPLING = {
+    "fps": (int, float),
+    "max_frames": (int, type(None)),
+    "start": (int, float, type(None)),
+    "end": (int, float, type(None)),
+}
+_SOURCE = {
+    "name": (str,),
+    "size": (int,),
+    "hash": (str,),
+    "duration": (int, float, type(None)),
+    "width": (int, type(None)),
+    "height": (int, type(None)),
+    "fps": (int, float, type(None)),
+    "codec": (str, type(None)),
+}
 _CUE = {"start": (int, float), "end": (int, float), "text": (str,)}
 
 
@@ -247,8 +263,13 @@ def _check_metadata(path: Path, meta: dict[str, str]) -> dict[str, Any]:
         if not (math.isfinite(cue["start"]) and math.isfinite(cue["end"]) and 0 <= cue["start"] <= cue["end"]):
             raise _damaged(path, f"subtitle {number} ends before it starts or has no finite times")
     return {
-        "model": meta["model"], "fingerprint": meta["fingerprint"], "prompt": meta.get("prompt", ""),
-        "features_cls": features_cls, "long_video": long_video, "sampling": sampling, "source": source,
+        "model": meta["model"],
+        "fingerprint": meta["fingerprint"],
+        "prompt": meta.get("prompt", ""),
+        "features_cls": features_cls,
+        "long_video": long_video,
+        "sampling": sampling,
+        "source": source,
         "cues": cues,
     }
 
@@ -258,7 +279,11 @@ def mode_name(long_video: bool) -> str:
 
 
 def check_model(
-    vidtok: EncodedVideo | VidtokHeader, path: Path, model: str, fingerprint: str, long_video: bool | None = None,
+    vidtok: EncodedVideo | VidtokHeader,
+    path: Path,
+    model: str,
+    fingerprint: str,
+    long_video: bool | None = None,
     model_long_video: bool | None = None,
 ) -> None:
     """Tokens only mean something to the model, and the mode (method.md §7), that made them.

@@ -96,7 +96,7 @@ def _quote_hint(exc: ClickException) -> str | None:
     source, question = ctx.params.get("source"), ctx.params["question"]
     return (
         f"the question must be one argument; put it in quotes: "
-        f"llamavid {ctx.info_name} {source} \"{question} {extra.group(1)}\""
+        f'llamavid {ctx.info_name} {source} "{question} {extra.group(1)}"'
     )
 
 
@@ -120,7 +120,9 @@ def _version(value: bool) -> None:
 @app.callback()
 def root(
     ctx: typer.Context,
-    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Show the version and exit."),
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Show the version and exit."
+    ),
 ) -> None:
     """Ask questions about your videos with LLaMA-VID: every frame becomes two LLM tokens."""
     # Config-file settings become option defaults: flags and LLAMAVID_* variables still win.

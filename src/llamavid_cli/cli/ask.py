@@ -36,7 +36,8 @@ def ask(
     generation: o.GenerationOptions = o.GenerationOptions(),
     frames: o.SamplingOptions = o.SamplingOptions(),
     history: Annotated[
-        Optional[Path], typer.Option("--history", help="Continue a conversation: JSON list of [question, answer] pairs.")
+        Optional[Path],
+        typer.Option("--history", help="Continue a conversation: JSON list of [question, answer] pairs."),
     ] = None,
     run_opts: o.FitOptions = o.FitOptions(),
     json_out: o.JsonOpt = False,
@@ -55,13 +56,27 @@ def ask(
     existing_file(source)
     turns = read_history(history)
     run = start(
-        out, models, frames, subs, choose_for=[source], max_new_tokens=generation.max_new_tokens, check=source,
+        out,
+        models,
+        frames,
+        subs,
+        choose_for=[source],
+        max_new_tokens=generation.max_new_tokens,
+        check=source,
         use_cache=run_opts.use_cache,
     )
     result = pipeline.ask(
-        run.loaded, source, question, history=turns, sampling=run.sampling, use_cache=run_opts.use_cache, fit=run_opts.fit,
-        subs=run.subs, generation=generation.settings(),
-        on_text=None if json_out else out.stream, on_note=out.warn,
+        run.loaded,
+        source,
+        question,
+        history=turns,
+        sampling=run.sampling,
+        use_cache=run_opts.use_cache,
+        fit=run_opts.fit,
+        subs=run.subs,
+        generation=generation.settings(),
+        on_text=None if json_out else out.stream,
+        on_note=out.warn,
         progress=lambda total: out.frames(source.name, total),
     )
     if json_out:

@@ -34,11 +34,19 @@ def _describe(entry: cache.Entry) -> dict:
     """One entry's row, and its object in `cache list --json` (docs/json.md)."""
     from .. import vidtok
 
-    row = {"file": str(entry.path), "bytes": entry.size, "last_used": time.strftime("%Y-%m-%d %H:%M", time.localtime(entry.used))}
+    row = {
+        "file": str(entry.path),
+        "bytes": entry.size,
+        "last_used": time.strftime("%Y-%m-%d %H:%M", time.localtime(entry.used)),
+    }
     try:
         stored = vidtok.read_header(entry.path)
-        row.update(source=stored.source.get("name", ""), model=stored.model, model_name=readable_model(stored.model),
-                   frames=stored.num_frames)
+        row.update(
+            source=stored.source.get("name", ""),
+            model=stored.model,
+            model_name=readable_model(stored.model),
+            frames=stored.num_frames,
+        )
     except VidtokError:
         row.update(source="(damaged)", model="", model_name="", frames=0)
     return row
@@ -56,10 +64,15 @@ def list_entries(json_out: o.JsonOpt = False) -> None:
     total = sum(r["bytes"] for r in rows) + sum(t.size for t in temps)
     out = Output(json_out)
     if json_out:
-        out.json({
-            "folder": str(cache.cache_dir()), "bytes": total, "limit": limit, "entries": rows,
-            "temp_files": [{"file": str(t.path), "bytes": t.size, "orphan": cache.is_orphan(t)} for t in temps],
-        })
+        out.json(
+            {
+                "folder": str(cache.cache_dir()),
+                "bytes": total,
+                "limit": limit,
+                "entries": rows,
+                "temp_files": [{"file": str(t.path), "bytes": t.size, "orphan": cache.is_orphan(t)} for t in temps],
+            }
+        )
         return
     table = Table("source", "model", "frames", "size", "last used")
     for column in table.columns:

@@ -88,12 +88,24 @@ def chat(
     out = Output()
     existing_file(source)
     run = start(
-        out, models, frames, subs, choose_for=[source], max_new_tokens=generation.max_new_tokens, check=source,
+        out,
+        models,
+        frames,
+        subs,
+        choose_for=[source],
+        max_new_tokens=generation.max_new_tokens,
+        check=source,
         use_cache=run_opts.use_cache,
     )
     prepared = open_source(
-        run.loaded, source, run.sampling, max_new_tokens=generation.max_new_tokens, fit=run_opts.fit, use_cache=run_opts.use_cache,
-        subs=run.subs, progress=lambda total: out.frames(source.name, total),
+        run.loaded,
+        source,
+        run.sampling,
+        max_new_tokens=generation.max_new_tokens,
+        fit=run_opts.fit,
+        use_cache=run_opts.use_cache,
+        subs=run.subs,
+        progress=lambda total: out.frames(source.name, total),
     )
     for note in prepared.notes:
         out.warn(note)

@@ -27,8 +27,15 @@ class Started:
 
 
 def start(
-    out: Output, models: ModelOptions, frames: SamplingOptions, subs: TranscribeOptions, *, choose_for: list[Path],
-    max_new_tokens: int, check: Path | None = None, use_cache: bool = False,
+    out: Output,
+    models: ModelOptions,
+    frames: SamplingOptions,
+    subs: TranscribeOptions,
+    *,
+    choose_for: list[Path],
+    max_new_tokens: int,
+    check: Path | None = None,
+    use_cache: bool = False,
 ) -> Started:
     """The sequence every model command runs before its own work, each step failing before the
     slower ones: cache limit → sampling → subtitles → model choice → source checks → load.
@@ -84,8 +91,12 @@ def load(out: Output, model: str, options: ModelOptions) -> Loaded:
     hf_logging.set_verbosity_error()  # transformers' own warnings are not for our users; errors still show
     with out.status(f"Loading {model}…"):
         loaded = load_model(
-            model, device=options.device, dtype=options.dtype, quantize=options.quantize,
-            eva_weights=options.eva_weights, long_video=options.long_video,
+            model,
+            device=options.device,
+            dtype=options.dtype,
+            quantize=options.quantize,
+            eva_weights=options.eva_weights,
+            long_video=options.long_video,
         )
     if out.err.is_terminal:
         dtype_name = str(loaded.dtype).removeprefix("torch.")

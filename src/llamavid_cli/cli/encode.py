@@ -57,7 +57,10 @@ def encode(
     force: Annotated[bool, typer.Option("--force", "-f", help="Replace .vidtok files that already exist.")] = False,
     keep_features: Annotated[
         bool,
-        typer.Option("--keep-features", help="Also store the visual features (float16) so every later question gets its own context tokens."),
+        typer.Option(
+            "--keep-features",
+            help="Also store the visual features (float16) so every later question gets its own context tokens.",
+        ),
     ] = False,
     models: o.ModelOptions = o.ModelOptions(),
     subs: o.SubtitleOptions = o.SubtitleOptions(),

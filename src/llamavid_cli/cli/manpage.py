@@ -46,8 +46,9 @@ def _commands(group: click.Group, prefix: str) -> list[str]:
         if hasattr(command, "list_commands"):  # a group (typer ships its own click classes)
             lines += _commands(command, f"{prefix} {name}")
             continue
-        usage = " ".join(p.name.upper() + ("..." if getattr(p, "nargs", 1) == -1 else "")
-                         for p in command.params if _is_argument(p))
+        usage = " ".join(
+            p.name.upper() + ("..." if getattr(p, "nargs", 1) == -1 else "") for p in command.params if _is_argument(p)
+        )
         lines += [f".SH {prefix} {name} {usage}".rstrip(), _roff(command.help or "")]
         lines += [_option(p).rstrip("\n") for p in command.params if not _is_argument(p)]
     return lines
@@ -69,7 +70,10 @@ def render(app: typer.Typer) -> str:
         ),
     ]
     lines += _commands(group, "llamavid")
-    lines += [".SH ENVIRONMENT", _roff("Flags beat these variables, which beat config.toml, which beats the built-in defaults.")]
+    lines += [
+        ".SH ENVIRONMENT",
+        _roff("Flags beat these variables, which beat config.toml, which beats the built-in defaults."),
+    ]
     lines += [_entry(name, text) for name, text in settings.ENVIRONMENT.items()]
     lines += [".SH FILES"] + [_entry(name, text) for name, text in settings.FILES.items()]
     lines += [

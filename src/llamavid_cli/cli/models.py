@@ -61,7 +61,9 @@ def scan() -> HFCacheInfo | None:
     except CacheNotFound:
         return None
     except ValueError:
-        raise LlamaVidError(f"the Hugging Face cache {hub_cache_dir()} is not a folder; fix HF_HOME or HF_HUB_CACHE") from None
+        raise LlamaVidError(
+            f"the Hugging Face cache {hub_cache_dir()} is not a folder; fix HF_HOME or HF_HUB_CACHE"
+        ) from None
 
 
 def cached_repos(info: HFCacheInfo | None) -> dict[str, CachedRepoInfo]:
@@ -110,7 +112,9 @@ def statuses() -> list[ModelStatus]:
 def repo_id_of(model: str) -> str:
     repo_id = checkpoints.ALIASES.get(model, model)
     if not re.fullmatch(r"[\w.-]+/[\w.-]+", repo_id):
-        raise UsageError(f"unknown model {model!r}: expected an alias ({', '.join(checkpoints.ALIASES)}) or a hub id (owner/name)")
+        raise UsageError(
+            f"unknown model {model!r}: expected an alias ({', '.join(checkpoints.ALIASES)}) or a hub id (owner/name)"
+        )
     return repo_id
 
 
@@ -162,7 +166,11 @@ def list_models(json_out: o.JsonOpt = False) -> None:
     for r in rows:
         cached = "yes" if r.cached else ("partial" if r.bytes else "no")
         table.add_row(
-            r.alias + (" *" if r.default else ""), r.repo_id, r.kind, f"~{r.download_gb:g} GB", cached,
+            r.alias + (" *" if r.default else ""),
+            r.repo_id,
+            r.kind,
+            f"~{r.download_gb:g} GB",
+            cached,
             human_size(r.bytes) if r.bytes else "",
         )
     out.show(table)
@@ -187,14 +195,18 @@ def pull(model: ModelArg) -> None:
     out.info(f"Fetching {repo_id}{size} into {hub_cache_dir()}")
     folder = checkpoints.resolve(repo_id, download=True)
     if not (folder / "config.json").is_file():
-        raise CheckpointError(f"{folder} has no config.json; run `llamavid models pull {model}` again on a connected machine")
+        raise CheckpointError(
+            f"{folder} has no config.json; run `llamavid models pull {model}` again on a connected machine"
+        )
     checkpoints.shard_files(folder)  # raises when a shard named in the index is missing
     out.result(str(folder))
 
 
 def remove(
     model: ModelArg,
-    yes: Annotated[bool, typer.Option("--yes", "-y", help="Delete without asking (needed when stdin is not a terminal).")] = False,
+    yes: Annotated[
+        bool, typer.Option("--yes", "-y", help="Delete without asking (needed when stdin is not a terminal).")
+    ] = False,
 ) -> None:
     """Delete a checkpoint, every revision of it, from the Hugging Face cache.
 
@@ -212,8 +224,12 @@ def remove(
         raise CheckpointError(f"{repo_id} is not in the Hugging Face cache ({hub_cache_dir()}); nothing to remove")
     if not yes:
         if not stdin_is_terminal():
-            raise UsageError(f"refusing to delete {repo_id} without confirmation; pass --yes when stdin is not a terminal")
-        typer.confirm(f"Delete {repo_id} ({human_size(repo.size_on_disk)}) from {repo.repo_path}?", abort=True, err=True)
+            raise UsageError(
+                f"refusing to delete {repo_id} without confirmation; pass --yes when stdin is not a terminal"
+            )
+        typer.confirm(
+            f"Delete {repo_id} ({human_size(repo.size_on_disk)}) from {repo.repo_path}?", abort=True, err=True
+        )
     # interrupted downloads are not part of any revision, but go with the repo folder
     freed = sum(f.size_on_disk for f in info.incomplete_files if repo.repo_path in f.file_path.parents)
     if repo.revisions:

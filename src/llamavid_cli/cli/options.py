@@ -32,7 +32,9 @@ ENV = {key: settings.env_var(key) for key in settings.KEYS}  # --fps → LLAMAVI
 ModelOpt = Annotated[
     str,
     typer.Option(
-        "--model", "-m", envvar=ENV["model"],
+        "--model",
+        "-m",
+        envvar=ENV["model"],
         help=f"Checkpoint: auto (vid-7b when the video fits its 4K context, else long-7b), an alias "
         f"({', '.join(ALIASES)}), a hub id or a local folder.",
     ),
@@ -46,16 +48,18 @@ LongVideoOpt = Annotated[
         show_default=False,
     ),
 ]
-DeviceOpt = Annotated[
-    str, typer.Option("--device", envvar=ENV["device"], help="auto, cpu, cuda, cuda:N or mps.")
-]
+DeviceOpt = Annotated[str, typer.Option("--device", envvar=ENV["device"], help="auto, cpu, cuda, cuda:N or mps.")]
 DtypeOpt = Annotated[
     str,
-    typer.Option("--dtype", envvar=ENV["dtype"], help="auto (float16 on GPUs, float32 on CPU), float32, float16, bfloat16."),
+    typer.Option(
+        "--dtype", envvar=ENV["dtype"], help="auto (float16 on GPUs, float32 on CPU), float32, float16, bfloat16."
+    ),
 ]
 QuantizeOpt = Annotated[
     str,
-    typer.Option("--quantize", envvar=ENV["quantize"], help="LLM weights: none, 8bit or 4bit (NF4, needs bitsandbytes)."),
+    typer.Option(
+        "--quantize", envvar=ENV["quantize"], help="LLM weights: none, 8bit or 4bit (NF4, needs bitsandbytes)."
+    ),
 ]
 EvaOpt = Annotated[
     Optional[Path],
@@ -63,7 +67,9 @@ EvaOpt = Annotated[
 ]
 SubtitlesOpt = Annotated[
     Optional[Path],
-    typer.Option("--subtitles", help="Subtitles (.srt or .vtt) for the long-video prompt; default: the video's own text track."),
+    typer.Option(
+        "--subtitles", help="Subtitles (.srt or .vtt) for the long-video prompt; default: the video's own text track."
+    ),
 ]
 TranscribeOpt = Annotated[
     bool,
@@ -72,11 +78,12 @@ TranscribeOpt = Annotated[
 WhisperOpt = Annotated[str, typer.Option("--whisper-model", help="Whisper checkpoint for --transcribe.")]
 FitOpt = Annotated[
     bool,
-    typer.Option("--fit", help="When the video does not fit the model's context, sample fewer frames (evenly spaced) until it does."),
+    typer.Option(
+        "--fit",
+        help="When the video does not fit the model's context, sample fewer frames (evenly spaced) until it does.",
+    ),
 ]
-NoCacheOpt = Annotated[
-    bool, typer.Option("--no-cache", help="Neither read nor write the encode cache for this run.")
-]
+NoCacheOpt = Annotated[bool, typer.Option("--no-cache", help="Neither read nor write the encode cache for this run.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout instead of text.")]
 JsonLinesOpt = Annotated[
     bool, typer.Option("--json", help="Print one JSON object per file on stdout (JSON Lines) instead of text.")
@@ -89,18 +96,32 @@ def shell_text(value: str) -> str:
     return value.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
 
 
-QuestionArg = Annotated[
-    str, typer.Argument(help="What to ask about it.", show_default=False, callback=shell_text)
-]
+QuestionArg = Annotated[str, typer.Argument(help="What to ask about it.", show_default=False, callback=shell_text)]
 
 TemperatureOpt = Annotated[
-    float, typer.Option("--temperature", "-t", min=0.0, envvar=ENV["temperature"], help="Sampling temperature; 0 is greedy and reproducible.")
+    float,
+    typer.Option(
+        "--temperature",
+        "-t",
+        min=0.0,
+        envvar=ENV["temperature"],
+        help="Sampling temperature; 0 is greedy and reproducible.",
+    ),
 ]
-TopPOpt = Annotated[float, typer.Option("--top-p", min=0.0, max=1.0, envvar=ENV["top_p"], help="Nucleus sampling mass.")]
-MaxNewTokensOpt = Annotated[int, typer.Option("--max-new-tokens", min=1, envvar=ENV["max_new_tokens"], help="Longest answer, in tokens.")]
+TopPOpt = Annotated[
+    float, typer.Option("--top-p", min=0.0, max=1.0, envvar=ENV["top_p"], help="Nucleus sampling mass.")
+]
+MaxNewTokensOpt = Annotated[
+    int, typer.Option("--max-new-tokens", min=1, envvar=ENV["max_new_tokens"], help="Longest answer, in tokens.")
+]
 SeedOpt = Annotated[Optional[int], typer.Option("--seed", help="Seed for sampling, for repeatable answers.")]
-FpsOpt = Annotated[float, typer.Option("--fps", min=0.0, envvar=ENV["fps"], help="Frames sampled per second of video (released models: 1).")]
-MaxFramesOpt = Annotated[Optional[int], typer.Option("--max-frames", min=1, help="Keep at most N evenly spaced frames.")]
+FpsOpt = Annotated[
+    float,
+    typer.Option("--fps", min=0.0, envvar=ENV["fps"], help="Frames sampled per second of video (released models: 1)."),
+]
+MaxFramesOpt = Annotated[
+    Optional[int], typer.Option("--max-frames", min=1, help="Keep at most N evenly spaced frames.")
+]
 StartOpt = Annotated[Optional[str], typer.Option("--start", help="Start of the time range: seconds, MM:SS or H:MM:SS.")]
 EndOpt = Annotated[Optional[str], typer.Option("--end", help="End of the time range: seconds, MM:SS or H:MM:SS.")]
 

@@ -85,8 +85,28 @@ def targets(inputs: list[Input], out_dir: Path, fmt: str) -> dict[Path, Path]:
 # In a folder, files with these names are tried even when they do not open (a damaged video is
 # reported, not silently skipped); other files are taken when they open as media.
 MEDIA_SUFFIXES = {
-    ".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".wmv", ".flv", ".mpg", ".mpeg", ".ts", ".mts",
-    ".m2ts", ".3gp", ".ogv", ".gif", ".jpg", ".jpeg", ".png", ".webp", ".bmp", ".vidtok",
+    ".mp4",
+    ".m4v",
+    ".mov",
+    ".mkv",
+    ".webm",
+    ".avi",
+    ".wmv",
+    ".flv",
+    ".mpg",
+    ".mpeg",
+    ".ts",
+    ".mts",
+    ".m2ts",
+    ".3gp",
+    ".ogv",
+    ".gif",
+    ".jpg",
+    ".jpeg",
+    ".png",
+    ".webp",
+    ".bmp",
+    ".vidtok",
 }
 
 
@@ -136,10 +156,17 @@ def summarize(
     recursive: Annotated[bool, typer.Option("--recursive", "-r", help="Descend into sub-folders.")] = False,
     out_dir: Annotated[
         Optional[Path],
-        typer.Option("--out-dir", help="Write one file per video here, mirroring the input folders (day1/clip.mp4 → DIR/day1/clip.mp4.txt)."),
+        typer.Option(
+            "--out-dir",
+            help="Write one file per video here, mirroring the input folders (day1/clip.mp4 → DIR/day1/clip.mp4.txt).",
+        ),
     ] = None,
-    fmt: Annotated[str, typer.Option("--format", help="Summary format: txt, md or json (files with --out-dir, else stdout).")] = "txt",
-    skip_existing: Annotated[bool, typer.Option("--skip-existing", help="Skip videos whose output file exists (resume).")] = False,
+    fmt: Annotated[
+        str, typer.Option("--format", help="Summary format: txt, md or json (files with --out-dir, else stdout).")
+    ] = "txt",
+    skip_existing: Annotated[
+        bool, typer.Option("--skip-existing", help="Skip videos whose output file exists (resume).")
+    ] = False,
     shard_spec: Annotated[Optional[str], typer.Option("--shard", help="Process only part I of N, e.g. 2/4.")] = None,
     models: o.ModelOptions = o.ModelOptions(),
     subs: o.TranscribeOptions = o.TranscribeOptions(),
@@ -189,9 +216,17 @@ def summarize(
             try:
                 pipeline.check_source(source)  # a damaged .vidtok is named as one, not as a video
                 result = pipeline.ask(
-                    loaded, source, prompt, sampling=run.sampling, generation=settings, use_cache=run_opts.use_cache, fit=run_opts.fit,
+                    loaded,
+                    source,
+                    prompt,
+                    sampling=run.sampling,
+                    generation=settings,
+                    use_cache=run_opts.use_cache,
+                    fit=run_opts.fit,
                     subs=run.subs,
-                    on_note=lambda note, source=source: bar.console.print(f"Warning: {about(source, note)}", markup=False),
+                    on_note=lambda note, source=source: bar.console.print(
+                        f"Warning: {about(source, note)}", markup=False
+                    ),
                 )
                 answer = answer_json(result, loaded)
                 if out_dir:
@@ -210,6 +245,9 @@ def summarize(
             elif not out_dir:
                 out.result(f"== {source} ==\n{answer['answer']}\n")
             bar.advance(task)
-    out.info(f"{len(files) - len(failed)} of {len(files)} summarised" + (f"; failed: {', '.join(map(str, failed))}" if failed else ""))
+    out.info(
+        f"{len(files) - len(failed)} of {len(files)} summarised"
+        + (f"; failed: {', '.join(map(str, failed))}" if failed else "")
+    )
     if failed:
         raise typer.Exit(1)

@@ -18,8 +18,8 @@ Nothing here knows about files, the hub or the terminal: weights arrive as a sta
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Callable, Iterator
 
 import torch
 from torch import nn
@@ -202,9 +202,7 @@ class LlamaVid(nn.Module):
             qformer_input = patches if long_video else chunk
             queries = self.text_queries(qformer_input, instruction)  # (f, Q, V)
             contexts.append(context_tokens(queries, patches, self.key_projector, self.val_projector))
-            contents.append(
-                content_tokens(patches, self.config.compress, self.config.grid_size, self.mm_projector)
-            )
+            contents.append(content_tokens(patches, self.config.compress, self.config.grid_size, self.mm_projector))
         return FrameTokens(torch.cat(contexts), torch.cat(contents))
 
     def encode_frames(self, pixels: torch.Tensor, instruction: str) -> FrameTokens:

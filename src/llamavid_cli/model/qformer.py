@@ -52,7 +52,5 @@ def load_bert_tokenizer(vocab_file: Path) -> BertTokenizer:
 
 def tokenize_instruction(tokenizer: BertTokenizer, instruction: str, device: torch.device) -> dict[str, torch.Tensor]:
     """[CLS] instruction [SEP], lower-cased, at most 256 tokens keeping the end → ids and mask [1, T]."""
-    encoded = tokenizer(
-        [instruction], truncation=True, max_length=MAX_INSTRUCTION_TOKENS, return_tensors="pt"
-    )
+    encoded = tokenizer([instruction], truncation=True, max_length=MAX_INSTRUCTION_TOKENS, return_tensors="pt")
     return {"input_ids": encoded["input_ids"].to(device), "attention_mask": encoded["attention_mask"].to(device)}
