@@ -159,3 +159,24 @@ def test_the_plan_is_said_in_debug_output(clips, caplog):
     assert any("medium.mp4: h264, stride 25: decode reference frames and only the chosen" in m for m in lines)
     assert any("vp9.webm: vp9, stride 25: decode every frame" in m for m in lines)
     assert any("non-reference frames left undecoded" in m for m in lines)
+
+
+def test_verbose_says_on_stderr_how_each_video_is_read(clips, tiny_video_ckpt, tmp_path):
+    """`llamavid --verbose` puts the decode plan on stderr, never on stdout."""
+    import subprocess
+    import sys
+
+    target = tmp_path / "clip.vidtok"
+    args = ["encode", str(clips["x264_medium"]), "-o", str(target), "--model", str(tiny_video_ckpt), "--device", "cpu"]
+    quiet = subprocess.run([sys.executable, "-m", "llamavid_cli", *args], capture_output=True, text=True, timeout=300)
+    assert quiet.returncode == 0, quiet.stderr
+    assert "decode reference frames" not in quiet.stderr
+    loud = subprocess.run(
+        [sys.executable, "-m", "llamavid_cli", "--verbose", *args, "--force"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert loud.returncode == 0, loud.stderr
+    assert "llamavid: " in loud.stderr and "decode reference frames and only the chosen" in loud.stderr
+    assert "decode reference" not in loud.stdout

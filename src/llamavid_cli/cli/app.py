@@ -123,8 +123,19 @@ def root(
     version: bool = typer.Option(
         False, "--version", callback=_version, is_eager=True, help="Show the version and exit."
     ),
+    verbose: bool = typer.Option(
+        False, "--verbose", "-v", help="Diagnostics on stderr: how each video is read (the decode plan)."
+    ),
 ) -> None:
     """Ask questions about your videos with LLaMA-VID: every frame becomes two LLM tokens."""
+    if verbose:
+        import logging
+
+        handler = logging.StreamHandler()  # stderr: diagnostics never mix with results
+        handler.setFormatter(logging.Formatter("llamavid: %(message)s"))
+        logger = logging.getLogger("llamavid_cli")
+        logger.addHandler(handler)
+        logger.setLevel(logging.DEBUG)
     # Config-file settings become option defaults: flags and LLAMAVID_* variables still win.
     defaults = settings.load()
     if defaults and ctx.invoked_subcommand:
