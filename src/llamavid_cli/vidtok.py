@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -101,7 +102,7 @@ def read_header(path: Path) -> VidtokHeader:
         created=meta.get("created", ""),
         tool_version=meta.get("tool_version", ""),
         shapes={name: shape for name, (shape, _) in layout.items()},
-        timestamps=tuple(data["timestamps"].tolist()),
+        timestamps=tuple(data["timestamps"]),
     )
 
 
@@ -134,7 +135,7 @@ def _open(path: Path, tensors: bool) -> tuple[dict[str, str], dict[str, tuple[tu
             if meta.get("format") != FORMAT:
                 raise VidtokError(f"{path} is a safetensors file but not a .vidtok (no llamavid metadata)")
             layout = {k: (tuple(f.get_slice(k).get_shape()), f.get_slice(k).get_dtype()) for k in keys}
-            data = {k: f.get_tensor(k) for k in keys if tensors or k == "timestamps"}
+            data = {k: f.get_tensor(k) for k in keys} if tensors else {}
     except (SafetensorError, OSError, ValueError) as exc:
         why = paths.reason(exc)
         if path.suffix.lower() != ".vidtok":
@@ -149,8 +150,25 @@ def _open(path: Path, tensors: bool) -> tuple[dict[str, str], dict[str, tuple[tu
             f"{path} uses .vidtok format {version}, newer than this llamavid understands ({FORMAT_VERSION}); "
             "upgrade llamavid"
         )
+    if not tensors and "timestamps" in layout and layout["timestamps"][1] == "F64":
+        data["timestamps"] = _raw_timestamps(path)
     _check_tensors(path, layout, data, tensors)
     return meta, layout, data
+
+
+def _raw_timestamps(path: Path) -> list[float]:
+    """The F64 timestamps straight from the file (safetensors: 8-byte header length, JSON header,
+    data at the offsets it gives), so a header read needs neither torch nor numpy."""
+    from array import array
+
+    with open(path, "rb") as f:
+        size = int.from_bytes(f.read(8), "little")
+        begin, end = json.loads(f.read(size))["timestamps"]["data_offsets"]
+        f.seek(8 + size + begin)
+        values = array("d", f.read(end - begin))
+    if sys.byteorder == "big":
+        values.byteswap()
+    return values.tolist()
 
 
 def _damaged(path: Path, why: str) -> VidtokError:
@@ -189,12 +207,10 @@ def _check_tensors(path: Path, layout: dict[str, tuple[tuple, str]], data: dict,
         raise _damaged(path, f"content width {shape['content'][2]} differs from context width {shape['context'][1]}")
     if 0 in shape["content"][1:] or ("features" in shape and 0 in shape["features"][1:]):
         raise _damaged(path, "an empty token or feature dimension")
-    import numpy as np  # here, not at import: `cache list` and `info` on a bad path start without it
-
-    stamps = np.asarray(data["timestamps"])  # a torch tensor, or numpy for a header-only read
-    if not np.isfinite(stamps).all() or (stamps < 0).any():
+    stamps = data["timestamps"] if isinstance(data["timestamps"], list) else data["timestamps"].tolist()
+    if not all(math.isfinite(t) and t >= 0 for t in stamps):
         raise _damaged(path, "timestamps that are negative or not finite")
-    if (stamps[1:] < stamps[:-1]).any():
+    if any(b < a for a, b in zip(stamps, stamps[1:])):
         raise _damaged(path, "timestamps out of order")
     if loaded:
         import torch
