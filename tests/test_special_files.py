@@ -109,6 +109,14 @@ def test_a_fifo_as_subtitles_is_refused_before_the_model_loads(fifo, tmp_path):
     assert_refused(result, subs, "named pipe")
 
 
+def test_a_fifo_as_history_is_refused_before_the_model_loads(tmp_path):
+    video = media.make_video(tmp_path / "v.mp4", seconds=1, fps=5)
+    history = tmp_path / "turns.json"
+    os.mkfifo(history)
+    result = llamavid("ask", video, "Who?", "--history", history, "--model", tmp_path / "no-such-model")
+    assert_refused(result, history, "named pipe")
+
+
 def test_summarize_refuses_a_named_fifo_and_skips_one_found_in_a_folder(tmp_path, tiny_video_ckpt):
     folder = tmp_path / "videos"
     folder.mkdir()

@@ -18,6 +18,9 @@ def read_history(path: Path | None) -> list[tuple[str, str]]:
     """A JSON list of [question, answer] pairs (what chat's /save --json writes)."""
     if path is None:
         return []
+    from ..paths import regular_file
+
+    regular_file(path, UsageError, "a JSON file of [question, answer] pairs")  # a FIFO would block the read
     try:
         pairs = json.loads(Path(path).read_text())
         if not all(isinstance(p, list) and len(p) == 2 and all(isinstance(s, str) for s in p) for p in pairs):
