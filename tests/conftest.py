@@ -166,3 +166,20 @@ def hub(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
     monkeypatch.setattr(constants, "HF_HUB_CACHE", str(home / "hub"))
     monkeypatch.setattr(constants, "HF_ASSETS_CACHE", str(home / "assets"))
     return home
+
+
+@pytest.fixture
+def decode_counter(monkeypatch: pytest.MonkeyPatch) -> dict[str, int]:
+    """Counts the frames the decoder outputs (chosen or not), for tests of how much is decoded."""
+    from llamavid_cli import video
+
+    count = {"frames": 0}
+    original = video._decoded
+
+    def counting(*args):
+        for frame in original(*args):
+            count["frames"] += 1
+            yield frame
+
+    monkeypatch.setattr(video, "_decoded", counting)
+    return count

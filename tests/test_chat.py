@@ -42,27 +42,17 @@ def clip(tmp_path_factory):
     return media.make_video(tmp_path_factory.mktemp("media") / "clip.mp4", seconds=6, fps=5, width=64, height=48)
 
 
+def chat_command(clip, checkpoint, *, max_new_tokens: int) -> list[str]:
+    """`llamavid chat` on the tiny checkpoint, greedy on the CPU, as a subprocess argv."""
+    return [sys.executable, "-m", "llamavid_cli", "chat", str(clip), "--model", str(checkpoint),
+            "--device", "cpu", "--dtype", "float32", "-t", "0", "--max-new-tokens", str(max_new_tokens)]  # fmt: skip
+
+
 def test_chat_in_a_terminal_answers_handles_commands_and_keeps_history(clip, tiny_video_ckpt, tmp_path):
     main, secondary = pty.openpty()
     env = {**os.environ, "LLAMAVID_DATA_DIR": str(tmp_path / "data"), "TERM": "dumb"}
     proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "llamavid_cli",
-            "chat",
-            str(clip),
-            "--model",
-            str(tiny_video_ckpt),
-            "--device",
-            "cpu",
-            "--dtype",
-            "float32",
-            "-t",
-            "0",
-            "--max-new-tokens",
-            "4",
-        ],
+        chat_command(clip, tiny_video_ckpt, max_new_tokens=4),
         stdin=secondary,
         stdout=secondary,
         stderr=secondary,
@@ -116,23 +106,7 @@ def test_ctrl_c_stops_the_answer_and_the_chat_goes_on(clip, talkative_ckpt, tmp_
         signal.signal(signal.SIGINT, signal.SIG_DFL)  # even when pytest runs in the background (SIGINT ignored)
 
     proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "llamavid_cli",
-            "chat",
-            str(clip),
-            "--model",
-            str(tiny_video_ckpt),
-            "--device",
-            "cpu",
-            "--dtype",
-            "float32",
-            "-t",
-            "0",
-            "--max-new-tokens",
-            "3500",
-        ],
+        chat_command(clip, tiny_video_ckpt, max_new_tokens=3500),
         stdin=secondary,
         stdout=secondary,
         stderr=secondary,

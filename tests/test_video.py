@@ -56,21 +56,6 @@ def chosen(path, **kwargs) -> list[tuple[int, float, int]]:
     return [(f.index, f.time, read_index(f.image)) for f in sample(path, **kwargs)]
 
 
-@pytest.fixture
-def decode_counter(monkeypatch):
-    """Counts frames the decoder produces (chosen or not)."""
-    count = {"frames": 0}
-    original = video._decoded
-
-    def counting(*args):
-        for frame in original(*args):
-            count["frames"] += 1
-            yield frame
-
-    monkeypatch.setattr(video, "_decoded", counting)
-    return count
-
-
 # --- the sampling rule ---------------------------------------------------------------------
 
 
