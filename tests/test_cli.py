@@ -396,3 +396,16 @@ def test_summarize_takes_globs_and_json_formats(tiny_video_ckpt, tmp_path):
     )
     assert result.exit_code == 0, result.stderr
     assert {json.loads((out / f"{n}.mp4.json").read_text())["frames"] for n in ("x", "y")} == {1}
+
+
+def test_the_options_of_llamavid_itself_are_in_the_man_page():
+    from pathlib import Path
+
+    import typer.main
+
+    page = (Path(__file__).resolve().parents[1] / "man" / "llamavid.1").read_text().replace("\\-", "-")
+    options = page.split(".SH OPTIONS", 1)[1].split(".SH llamavid", 1)[0]
+    for param in typer.main.get_command(app).params:
+        for flag in param.opts:
+            assert flag in options, flag
+    assert "--verbose" in options and "--version" in options

@@ -69,6 +69,8 @@ def render(app: typer.Typer) -> str:
             "model's context. Results go to stdout; progress and diagnostics to stderr."
         ),
     ]
+    # options of `llamavid` itself (--version, --verbose), given before the command
+    lines += [".SH OPTIONS"] + [_option(p).rstrip("\n") for p in group.params if not _is_argument(p)]
     lines += _commands(group, "llamavid")
     lines += [
         ".SH ENVIRONMENT",
