@@ -182,6 +182,30 @@ def test_chat_reads_one_question_per_line_from_piped_stdin(clip, tiny_video_ckpt
     assert json.loads(follow.stdout)["prompt_ids"].count(-200) == 1
 
 
+def test_chat_save_keeps_an_existing_file_unless_told_with_save_bang(clip, tiny_video_ckpt, tmp_path):
+    kept, replaced = tmp_path / "notes.md", tmp_path / "old.md"
+    kept.write_text("mine\n")
+    replaced.write_text("old\n")
+    missing_dir = tmp_path / "no" / "such" / "dir.md"
+    result = run(
+        "chat",
+        clip,
+        "--model",
+        tiny_video_ckpt,
+        "-t",
+        0,
+        "--max-new-tokens",
+        2,
+        *CPU,
+        input=f"Who?\n/save {kept}\n/save! {replaced}\n/save {missing_dir}\nAnd?\n",
+    )
+    assert result.exit_code == 0, result.stderr
+    assert kept.read_text() == "mine\n" and "/save!" in result.stderr
+    assert "Who?" in replaced.read_text()
+    assert "could not save" in result.stderr and "Traceback" not in result.stderr
+    assert len(result.stdout.splitlines()) == 2  # the conversation went on after each failed save
+
+
 def test_summarize_reports_a_corrupt_file_and_finishes_the_batch(tiny_video_ckpt, tmp_path):
     folder = tmp_path / "videos"
     folder.mkdir()

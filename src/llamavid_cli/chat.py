@@ -11,7 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from . import context, pipeline
+from . import context, paths, pipeline
 from .encoded import EncodedVideo
 from .loader import Loaded
 from .model.prompt import Conversation
@@ -81,7 +81,4 @@ class ChatSession:
             text = json.dumps([list(turn) for turn in self.conversation.history], indent=2, ensure_ascii=False)
         else:
             text = self.markdown()
-        tmp = path.with_name(f".{path.name}.tmp")
-        tmp.write_text(text + "\n")
-        tmp.replace(path)
-        return path
+        return paths.write_text(path, text + "\n")

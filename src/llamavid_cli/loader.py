@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from . import checkpoints
+from . import checkpoints, defaults
 from .config import Compress, ModelConfig, image_size_from_processor, read_config
 from .devices import available_bytes, check_fits, gpus_needed, spread_llm
 from .errors import CheckpointError, UsageError
@@ -42,7 +42,7 @@ class Loaded:
     dtype_reason: str = ""  # why this dtype, for the CLI to print: "float32: the CPU has no fast float16"
 
 
-def pick_device(device: str = "auto") -> torch.device:
+def pick_device(device: str = defaults.DEVICE) -> torch.device:
     if device == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda")
@@ -224,9 +224,9 @@ def place(model: LlamaVid, target: torch.device, dtype: torch.dtype) -> None:
 def load_model(
     spec: str = checkpoints.DEFAULT_MODEL,
     *,
-    device: str = "auto",
-    dtype: str = "auto",
-    quantize: str = "none",
+    device: str = defaults.DEVICE,
+    dtype: str = defaults.DTYPE,
+    quantize: str = defaults.QUANTIZE,
     eva_weights: Path | None = None,
     download: bool = True,
     long_video: bool | None = None,

@@ -19,7 +19,7 @@ Text encoding (`_decode_text`): a byte-order mark decides (UTF-8, UTF-16 and UTF
 order); else the encoding the caller names; else strict UTF-8; else charset-normalizer's best
 guess, said in one warning since a guess from a few lines can be wrong.
 
-Writers (`write_srt`, `write_vtt`) go through the same libraries, UTF-8, temp file + os.replace.
+Writers (`write_srt`, `write_vtt`) go through the same libraries, UTF-8, atomically (paths.write_text).
 
 Alignment (`align`, method.md §7): a cue goes to the last sampled frame whose time is strictly
 before the cue's end time; start times play no part. A cue that ends at or before the first
@@ -35,7 +35,6 @@ from __future__ import annotations
 import bisect
 import codecs
 import html
-import os
 import re
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -45,6 +44,7 @@ from pathlib import Path
 
 import av
 
+from . import paths
 from .errors import LlamaVidError, VideoError
 
 WarningHook = Callable[[str], None]
@@ -122,7 +122,7 @@ def write_srt(cues: Iterable[Cue], path: str | Path) -> None:
     import srt  # srt, webvtt and charset_normalizer load on use: ~0.1 s off every command's start
 
     subs = [srt.Subtitle(i, _delta(cue.start), _delta(cue.end), cue.text) for i, cue in enumerate(cues, start=1)]
-    _write_atomic(Path(path), srt.compose(subs, reindex=False))
+    paths.write_text(path, srt.compose(subs, reindex=False), SubtitleError)
 
 
 def write_vtt(cues: Iterable[Cue], path: str | Path) -> None:
@@ -133,7 +133,7 @@ def write_vtt(cues: Iterable[Cue], path: str | Path) -> None:
         webvtt.Caption(_clock(c.start, "."), _clock(c.end, "."), html.escape(_no_blank_lines(c.text), quote=False))
         for c in cues
     ]
-    _write_atomic(Path(path), webvtt.WebVTT(captions=captions).content)
+    paths.write_text(path, webvtt.WebVTT(captions=captions).content, SubtitleError)
 
 
 def _no_blank_lines(text: str) -> str:
@@ -341,18 +341,6 @@ def _parse_vtt(path: Path, text: str, on_warning: WarningHook | None = None) -> 
     ]
     items = _cue_lines(kept, _VTT_TIMING, _VTT_EXAMPLE, lambda line: "-->" not in line)
     return _collect(path, items, _vtt_cue, on_warning)
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    """Write beside `path`, then rename over it: no reader ever sees half a file."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        with open(tmp, "w", encoding="utf-8", newline="\n") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except OSError as e:
-        tmp.unlink(missing_ok=True)
-        raise SubtitleError(f"cannot write {path}: {e.strerror or e}") from None
 
 
 # --------------------------------------------------------------------------------------------

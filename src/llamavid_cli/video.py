@@ -88,6 +88,7 @@ import numpy as np
 from av.sidedata.sidedata import Type as SideDataType
 from PIL import Image, ImageOps
 
+from . import defaults
 from .errors import UsageError, VideoError
 from .pixels import CropResizer, resize_and_crop
 
@@ -142,7 +143,7 @@ class Sampling:
     Validated when made, so a bad value from a flag or from config.toml fails in one place,
     before any work, with the flag's name."""
 
-    fps: float = 1.0
+    fps: float = defaults.FPS
     max_frames: int | None = None
     start: float | None = None  # seconds
     end: float | None = None
@@ -171,7 +172,7 @@ class Sampling:
         return {"fps": self.fps, "max_frames": self.max_frames, "start": self.start, "end": self.end}
 
 
-def frame_stride(average_fps: float, fps: float = 1.0) -> int:
+def frame_stride(average_fps: float, fps: float = defaults.FPS) -> int:
     """Frames between two chosen frames: round(average_fps / fps), at least 1 (method.md §4)."""
     return max(1, round(float(average_fps) / float(fps)))
 

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from .. import settings
+from ..errors import LlamaVidError
 from . import options as o
 from .common import existing_file, start
 from .output import Output
@@ -21,7 +22,7 @@ if TYPE_CHECKING:
 
 HELP = """Commands:
   /reset        forget the conversation (the video stays loaded)
-  /save FILE    write the transcript (.md) or the [question, answer] pairs (.json)
+  /save FILE    write the transcript (.md) or the [question, answer] pairs (.json); /save! FILE replaces a file
   /range A B    talk about the part from A to B only (seconds, MM:SS, H:MM:SS); /range alone: all
   /info         show the source and the model
   /help         this list
@@ -143,14 +144,17 @@ def _command(out: Output, session: ChatSession, line: str) -> bool:
     if name == "/reset":
         session.reset()
         out.info("Conversation cleared.")
-    elif name == "/save":
+    elif name in ("/save", "/save!"):
+        target = Path(arg.strip()).expanduser()
         if not arg.strip():
             out.warn("usage: /save FILE (.md transcript or .json pairs)")
+        elif name == "/save" and target.exists():
+            out.warn(f"{target} exists: /save! {arg.strip()} replaces it")
         else:
             try:
-                out.info(f"Saved {session.save(Path(arg.strip()).expanduser())}")
-            except OSError as exc:
-                out.warn(f"could not save: {exc.strerror or exc}")
+                out.info(f"Saved {session.save(target)}")
+            except LlamaVidError as exc:  # the conversation goes on: a failed save is a warning
+                out.warn(f"could not save: {exc}")
     elif name == "/range":
         _range(out, session, arg.split())
     elif name == "/info":
