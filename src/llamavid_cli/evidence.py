@@ -199,7 +199,7 @@ class Evidence:
     duration: float | None
     moments: tuple[Moment, ...] = field(default=())
 
-    def top(self, count: int) -> Evidence:
+    def top(self, count: int = EVIDENCE_MOMENTS) -> Evidence:
         """The same scores with the best `count` moments."""
         return Evidence(self.times, self.scores, self.duration, tuple(moments(self, count)))
 
@@ -213,7 +213,9 @@ class Evidence:
         }
 
 
-def make(times: Sequence[float], scores: Sequence[float], duration: float | None, count: int) -> Evidence:
+def make(
+    times: Sequence[float], scores: Sequence[float], duration: float | None, count: int = EVIDENCE_MOMENTS
+) -> Evidence:
     return Evidence(tuple(times), tuple(scores), duration).top(count)
 
 
