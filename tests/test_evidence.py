@@ -205,3 +205,25 @@ def test_chat_evidence_shows_the_last_answers_moments(clip, tiny_video_ckpt):
     moments = [line for line in result.stderr.splitlines() if line.startswith("Moments")]
     assert len(moments) == 1 and len(RANGE.findall(moments[0])) == 1
     assert any(line.startswith("Evidence") for line in result.stderr.splitlines())
+
+
+def test_evidence_timeline_covers_the_chosen_range(clip, tiny_video_ckpt):
+    result = run(
+        "ask", clip, "What happens?", "--model", tiny_video_ckpt, "-t", 0, "--max-new-tokens", 2, "--start", 2, *CPU,
+        "--evidence",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.stderr
+    timeline = next(line for line in result.stderr.splitlines() if line.startswith("Evidence"))
+    assert timeline.split()[1] == "00:02" and timeline.split()[-1] == "00:06"
+    for m1, s1, m2, s2 in RANGE.findall(next(ln for ln in result.stderr.splitlines() if ln.startswith("Moments"))):
+        assert 2 <= int(m1) * 60 + int(s1) < int(m2) * 60 + int(s2) <= 6
+
+
+def test_evidence_on_a_still_image(tmp_path, tiny_image_ckpt):
+    picture = media.make_image(tmp_path / "still.png", width=80, height=48)
+    common = ["ask", picture, "What is it?", "--model", tiny_image_ckpt, "-t", 0, "--max-new-tokens", 2, *CPU]
+    result = run(*common, "--evidence")
+    assert result.exit_code == 0, result.stderr
+    assert "nothing to place in time" in result.stderr
+    data = json.loads(run(*common, "--evidence", "--json").stdout)
+    assert data["evidence"]["frames"] == [{"time": 0.0, "score": 1.0}]

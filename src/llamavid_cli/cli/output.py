@@ -86,14 +86,18 @@ class Output:
         from rich.text import Text
 
         spans = found.spans()
-        end = max(spans[-1][1], found.duration or 0.0)
+        begin, end = spans[0][0], spans[-1][1]  # the frames' part of the video (a --start/--end range)
+        if end <= begin:
+            self.err.print("Evidence: a single still frame, nothing to place in time", markup=False)
+            return
         hours = end >= 3600
         width = max(10, min(TIMELINE_WIDTH, self.err.width - 30))
-        cells = timeline(spans, found.scores, end, width)
+        cells = timeline(spans, found.scores, begin, end, width)
         top = max(cells) or 1.0
-        marked = [any(m.start <= (c + 0.5) * end / width < m.end for m in found.moments) for c in range(width)]
+        at = [begin + (c + 0.5) * (end - begin) / width for c in range(width)]
+        marked = [any(m.start <= t < m.end for m in found.moments) for t in at]
         line = Text("Evidence ", style="bold")
-        line.append(clock(spans[0][0], hours) + " ")
+        line.append(clock(begin, hours) + " ")
         for value, hot in zip(cells, marked):
             line.append(LEVELS[round(value / top * (len(LEVELS) - 1))], style="magenta" if hot else "dim")
         line.append(" " + clock(end, hours, up=True))
@@ -152,13 +156,15 @@ class Output:
             yield advance
 
 
-def timeline(spans: list[tuple[float, float]], scores: tuple[float, ...], end: float, width: int) -> list[float]:
-    """`width` cells over [0, end): each the highest score of the frames whose span touches it."""
+def timeline(
+    spans: list[tuple[float, float]], scores: tuple[float, ...], begin: float, end: float, width: int
+) -> list[float]:
+    """`width` cells over [begin, end): each the highest score of the frames whose span touches it."""
     cells = [0.0] * width
-    scale = width / end if end > 0 else 0.0
+    scale = width / (end - begin)
     for (start, stop), score in zip(spans, scores):
-        first = min(int(start * scale), width - 1)
-        last = max(first, min(math.ceil(stop * scale) - 1, width - 1))
+        first = min(max(int((start - begin) * scale), 0), width - 1)
+        last = max(first, min(math.ceil((stop - begin) * scale) - 1, width - 1))
         for c in range(first, last + 1):
             cells[c] = max(cells[c], score)
     return cells
