@@ -4,6 +4,7 @@
     python bench/long.py --quick              # tiny sizes, seconds: checks that the script works
     python bench/long.py --device cuda        # the real-sized 7B long model in fp16 (random weights)
     python bench/long.py --frames 250,1000,4000,7200 --decode-steps 8
+    python bench/long.py --evidence           # `ask --evidence` against without, at 1000 and 4000 frames
 
 What one run does, per frame count F, exactly as `llamavid ask` does it for the movie model:
 stored CLS-less features [F, 256, 1408] in float16 (kept on the CPU, as `encode` keeps them)
@@ -27,12 +28,21 @@ left out of every weight figure. Then memory ≈ a·F^b and time ≈ c·F^d are 
 squares, log-log), and the expected peak of the real 7B long model in fp16 and 4-bit NF4 at 3600
 and 7200 frames is computed analytically (rows marked "computed, not measured").
 
+`--evidence` (issue 9) measures instead what `ask --evidence` adds to answering: per frame count,
+fresh subprocesses alternate between a plain `LlamaVid.generate` and the same call with an
+`evidence.Capture` attached (the custom attention function that reads one row per answer token),
+`--repeats` times each (CPU: one torch thread, so CPU seconds compare even on a shared machine); the frame tokens are random rows of the right shape (the Q-Former stage is
+the same with or without evidence and is left out, so the peaks compare the LLM stage alone).
+Reported: generate time (prefill + decode + scoring; CPU seconds and wall seconds) and the peak of the whole process, min time
+and max peak over the repeats, and their ratios with/without (targets ≤ 1.3× time, ≤ 1.1× peak).
+
 Prints a table, then, as the last line, one JSON object.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import os
@@ -322,12 +332,41 @@ def measure(model, probe, frames: int, decode_steps: int, width: int) -> dict:
     return out
 
 
+def measure_answer(model, probe, frames: int, decode_steps: int, capture: bool) -> dict:
+    """One answer over F frames' tokens (random rows), with or without the evidence capture."""
+    from llamavid_cli import evidence
+
+    hidden = model.config.llm.hidden_size
+    visual = torch.randn(2 * frames, hidden, generator=torch.Generator().manual_seed(3)).to(model.llm_device)
+    ids = prompt_ids(frames, model.config.llm.vocab_size)
+    out: dict = {"frames": frames, "capture": capture, "seq_len": len(ids) - ids.count(-200) + visual.shape[0]}
+    probe.sync()
+    out["mem_before"] = probe.current()
+    probe.reset()
+    started, cpu_started = time.perf_counter(), time.process_time()
+    tracker = evidence.Capture(evidence.frame_positions(ids, frames, 2), frames) if capture else None
+    with tracker.attached(model.llm) if tracker else contextlib.nullcontext():
+        result = model.generate(ids, visual, max_new_tokens=decode_steps + 1, temperature=0)
+    if tracker:
+        scores = tracker.scores()
+        assert len(scores) == frames and abs(sum(scores) - 1) < 1e-6 and tracker.rows == len(result.output_ids)
+    probe.sync()
+    out["time_generate"] = time.perf_counter() - started
+    out["cpu_generate"] = time.process_time() - cpu_started  # all threads of this process
+    out["peak"] = probe.peak()
+    out["tokens"] = len(result.output_ids)
+    out["loadavg_1min"] = os.getloadavg()[0]
+    return out
+
+
 # ---- one run in this process (CPU child, or every CUDA run) --------------------------------------
 
 
 def child(args) -> None:
     """`--one N`: build, run F=N (or only build for N=0), print one JSON line."""
     torch.manual_seed(0)
+    if args.evidence:
+        torch.set_num_threads(1)  # CPU seconds of one thread: comparable while other work shares the cores
     kind = "quick" if args.quick else "cpu"
     device = torch.device("cpu")
     model = build_model(kind, device, torch.float32)
@@ -336,12 +375,18 @@ def child(args) -> None:
     weights = weight_bytes(model)
     built = probe.peak()
     result: dict = {"built_peak": built, "built_rss": probe.current(), "weights": weights}
-    if args.one > 0:
+    if args.evidence:
+        measure_answer(model, probe, 4, 1, True)  # the capture's first call pays lazy set-up, not the measured one
+        measure_answer(model, probe, 4, 1, False)
+        probe.reset()
+    if args.one > 0 and args.evidence:
+        result.update(measure_answer(model, probe, args.one, args.decode_steps, args.capture))
+    elif args.one > 0:
         result.update(measure(model, probe, args.one, args.decode_steps, model.config.mm_hidden_size))
     print(json.dumps(result))
 
 
-def run_child(args, frames: int) -> dict:
+def run_child(args, frames: int, capture: bool = False) -> dict:
     cmd = [
         sys.executable,
         str(Path(__file__).resolve()),
@@ -352,6 +397,8 @@ def run_child(args, frames: int) -> dict:
     ]
     if args.quick:
         cmd.append("--quick")
+    if args.evidence:
+        cmd += ["--evidence"] + (["--capture"] if capture else [])
     # a fixed mmap threshold makes glibc hand large freed blocks straight back, so RSS follows live memory
     # and one stage's freed workspace does not hide the next stage's growth
     env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": str(128 * 1024)}
@@ -373,6 +420,71 @@ def cpu_runs(args, frame_counts: list[int]) -> tuple[dict, list[dict]]:
         runs.append(run)
         print(f"  {frames} frames done in {time.perf_counter() - t0:.0f} s (subprocess)", file=sys.stderr)
     return base, runs
+
+
+def evidence_runs(args, frame_counts: list[int], device: torch.device) -> dict:
+    """`--evidence`: with against without the capture, side by side (CPU: alternating subprocesses)."""
+    rows = []
+    model = probe = None
+    if device.type == "cuda":
+        model = build_model("quick" if args.quick else "real", device, torch.float16)
+        model.release_vision()
+        probe = CudaMemory(device)
+        measure_answer(model, probe, 4, 1, True)  # warm-up
+    for frames in frame_counts:
+        pair: dict[bool, list[dict]] = {False: [], True: []}
+        for _ in range(args.repeats):
+            for capture in (False, True):
+                if model is not None:
+                    torch.cuda.empty_cache()
+                    pair[capture].append(measure_answer(model, probe, frames, args.decode_steps, capture))
+                else:
+                    pair[capture].append(run_child(args, frames, capture))
+        plain, with_ev = pair[False], pair[True]
+        row = {
+            "frames": frames,
+            "seq_len": plain[0]["seq_len"],
+            "tokens": plain[0]["tokens"],
+            "time_plain": min(r["time_generate"] for r in plain),
+            "time_evidence": min(r["time_generate"] for r in with_ev),
+            "cpu_plain": min(r["cpu_generate"] for r in plain),
+            "cpu_evidence": min(r["cpu_generate"] for r in with_ev),
+            "peak_plain": max(r["peak"] for r in plain),
+            "peak_evidence": max(r["peak"] for r in with_ev),
+            "times_plain": [r["time_generate"] for r in plain],
+            "times_evidence": [r["time_generate"] for r in with_ev],
+            "loadavg_1min": max(r["loadavg_1min"] for r in plain + with_ev),
+        }
+        row["time_ratio"] = row["time_evidence"] / row["time_plain"]
+        row["cpu_ratio"] = row["cpu_evidence"] / row["cpu_plain"]
+        row["peak_ratio"] = row["peak_evidence"] / row["peak_plain"]
+        rows.append(row)
+        print(f"  {frames} frames done", file=sys.stderr)
+    kind = "quick" if args.quick else "cpu" if device.type == "cpu" else "real"
+    print(f"\n`ask --evidence` against without: {device}, {describe(kind)}")
+    print(
+        f"{args.decode_steps + 1} answer tokens, {args.repeats} runs each (min time, max peak); CPU: one torch "
+        "thread, CPU seconds of the process ('cpu') beside wall seconds ('wall')"
+    )
+    hdr = (
+        f"{'frames':>7} {'seq':>6} | {'cpu s':>7} {'+ev s':>7} {'ratio':>6} | {'wall s':>7} {'+ev s':>7} "
+        f"{'ratio':>6} | {'peak MiB':>9} {'+ev MiB':>9} {'ratio':>6} | {'load':>5}"
+    )
+    print(hdr)
+    print("-" * len(hdr))
+    for r in rows:
+        print(
+            f"{r['frames']:>7} {r['seq_len']:>6} | {r['cpu_plain']:7.2f} {r['cpu_evidence']:7.2f} "
+            f"{r['cpu_ratio']:6.3f} | {r['time_plain']:7.2f} {r['time_evidence']:7.2f} {r['time_ratio']:6.3f} | "
+            f"{fmt_mb(r['peak_plain'])} {fmt_mb(r['peak_evidence'])} {r['peak_ratio']:6.3f} | "
+            f"{r['loadavg_1min']:5.2f}"
+        )
+    key = "cpu_ratio" if device.type == "cpu" else "time_ratio"
+    worst_time = max(r[key] for r in rows)
+    worst_peak = max(r["peak_ratio"] for r in rows)
+    print(f"target time <= 1.3x ({key}): {worst_time:.3f} {'PASS' if worst_time <= 1.3 else 'MISS'}")
+    print(f"target peak <= 1.1x: {worst_peak:.3f} {'PASS' if worst_peak <= 1.1 else 'MISS'}")
+    return {"bench": "long-evidence", "device": str(device), "decode_steps": args.decode_steps, "runs": rows}
 
 
 def cuda_runs(args, frame_counts: list[int], device: torch.device) -> tuple[dict, list[dict]]:
@@ -504,7 +616,10 @@ def main() -> None:
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda[:N]")
     parser.add_argument("--quick", action="store_true", help="tiny sizes, seconds: check the script works")
     parser.add_argument("--decode-steps", type=int, default=4, help="decode steps after the prefill (default 4)")
+    parser.add_argument("--evidence", action="store_true", help="ask --evidence against without (issue 9)")
+    parser.add_argument("--repeats", type=int, default=3, help="--evidence: runs of each (default 3)")
     parser.add_argument("--one", type=int, default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--capture", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
 
     if args.one is not None:
@@ -517,7 +632,12 @@ def main() -> None:
     device = torch.device(device_name)
     on_cuda = device.type == "cuda"
     frames_spec = args.frames or DEFAULT_FRAMES["quick" if args.quick else device.type]
+    if args.evidence and not args.frames:
+        frames_spec = "16,64" if args.quick else "1000,4000"
     frame_counts = sorted({int(f) for f in frames_spec.split(",") if f.strip()})
+    if args.evidence:
+        print(json.dumps(evidence_runs(args, frame_counts, device)))
+        return
     kind = "quick" if args.quick else ("real" if on_cuda else "cpu")
     dtype = "float16" if on_cuda else "float32"
     print(

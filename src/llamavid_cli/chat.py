@@ -48,6 +48,8 @@ class ChatSession:
     generation: pipeline.GenerationSettings = field(default_factory=pipeline.GenerationSettings)
     conversation: Conversation = field(default_factory=Conversation)
     full: EncodedVideo | None = None  # the whole source, when /range narrowed `prepared`
+    evidence: bool = True  # gather each answer's evidence, for /evidence (evidence.py; cheap)
+    last: pipeline.Answer | None = None  # the latest answer
 
     def __post_init__(self) -> None:
         self.full = self.full or self.prepared
@@ -61,12 +63,15 @@ class ChatSession:
             generation=self.generation,
             on_text=on_text,
             source=self.source,
+            evidence=self.evidence,
         )
         self.conversation.add(question, result.answer)
+        self.last = result
         return result
 
     def reset(self) -> None:
         self.conversation = Conversation()
+        self.last = None
 
     def markdown(self) -> str:
         lines = [f"# llamavid chat: {self.source}", "", f"Model: {self.loaded.name}", ""]

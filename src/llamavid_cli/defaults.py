@@ -21,3 +21,6 @@ MAX_NEW_TOKENS = 512
 
 # Frame sampling, method.md §4: the released models were trained at 1 frame per second (video.Sampling).
 FPS = 1.0
+
+# `ask --evidence`: how many top moments are shown (evidence.py finds them).
+EVIDENCE_MOMENTS = 3

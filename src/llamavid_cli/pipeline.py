@@ -12,6 +12,7 @@ from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from . import cache, checkpoints, context, defaults, speech, subtitles, video, vidtok
 from .config import read_config
@@ -24,6 +25,9 @@ from .loader import Loaded
 from .model.llamavid import IMAGE_PLACEHOLDER, CallbackStreamer
 from .video import Sampling  # (frame choice is video.py's; callers know it as pipeline.Sampling)
 from .vidtok import is_vidtok  # noqa: F401  (callers ask pipeline.is_vidtok; sniffing is vidtok.py's)
+
+if TYPE_CHECKING:
+    from .evidence import Evidence
 
 # Given the number of frames about to be decoded, a context manager around the decoding that
 # yields the callback told how many frames each batch added (a progress bar).
@@ -60,8 +64,10 @@ class Answer:
     output_ids: list[int]
     timings: dict[str, float]
     notes: list[str] = field(default_factory=list)
+    evidence: Evidence | None = None  # per-frame relevance and top moments, when asked for (evidence.py)
 
     def as_dict(self) -> dict:
+        extra = {"evidence": self.evidence.as_dict()} if self.evidence is not None else {}
         return {
             "answer": self.answer,
             "source": self.source,
@@ -72,6 +78,7 @@ class Answer:
             "tokens": {"prompt": len(self.prompt_ids), "output": len(self.output_ids)},
             "prompt_ids": self.prompt_ids,
             "output_ids": self.output_ids,
+            **extra,
         }
 
 
@@ -282,8 +289,11 @@ def answer(
     generation: GenerationSettings | None = None,
     on_text: Callable[[str], None] | None = None,
     source: str = "",
+    evidence: bool = False,
+    moments: int = defaults.EVIDENCE_MOMENTS,
 ) -> Answer:
-    """Answer one question about a prepared source, streaming text to `on_text`."""
+    """Answer one question about a prepared source, streaming text to `on_text`; with `evidence`,
+    also where in the video the answer drew from (`Answer.evidence`, the best `moments`)."""
     if not question.strip():
         raise UsageError("the question is empty")
     generation = generation or GenerationSettings()
@@ -307,16 +317,27 @@ def answer(
     if loaded.long_video:
         loaded.model.release_vision()  # the memory plan for an hour of video: tower out before the prefill
     streamer = CallbackStreamer(loaded.tokenizer.decode, stream, loaded.config.llm.eos_token_id)
-    result = loaded.model.generate(
-        prompt_ids,
-        visual,
-        max_new_tokens=generation.max_new_tokens,
-        temperature=generation.temperature,
-        top_p=generation.top_p,
-        seed=generation.seed,
-        streamer=streamer,
-    )
+    capture = None
+    if evidence:
+        from . import evidence as relevance
+
+        positions = relevance.frame_positions(prompt_ids, tokens.num_frames, 1 + tokens.content.shape[1])
+        capture = relevance.Capture(positions, tokens.num_frames)
+    with capture.attached(loaded.model.llm) if capture is not None else nullcontext():
+        result = loaded.model.generate(
+            prompt_ids,
+            visual,
+            max_new_tokens=generation.max_new_tokens,
+            temperature=generation.temperature,
+            top_p=generation.top_p,
+            seed=generation.seed,
+            streamer=streamer,
+        )
     done = time.perf_counter()
+    found = None
+    if capture is not None:
+        duration = prepared.source.get("duration")
+        found = relevance.make(prepared.timestamps, capture.scores(), duration, moments)
     return Answer(
         answer=loaded.tokenizer.decode(result.output_ids).strip(),
         source=source or prepared.source.get("name", ""),
@@ -330,6 +351,7 @@ def answer(
             "first_token_s": round((first[0] if first else done) - started, 4),
             "generate_s": round(done - encoded_at, 4),
         },
+        evidence=found,
     )
 
 
@@ -347,8 +369,10 @@ def ask(
     on_text: Callable[[str], None] | None = None,
     on_note: Callable[[str], None] | None = None,
     progress: FrameProgress | None = None,
+    evidence: bool = False,
+    moments: int = defaults.EVIDENCE_MOMENTS,
 ) -> Answer:
-    """One question about a video, image or .vidtok, from file to answer.
+    """One question about a video, image or .vidtok, from file to answer (`evidence`: see `answer`).
 
     The context is checked before any decoding: a video that cannot fit is refused with the
     numbers, or with `fit`, sampled more sparsely (evenly spaced frames) until it fits."""
@@ -378,7 +402,15 @@ def ask(
             on_note(note)
     decoded = time.perf_counter() - started
     result = answer(
-        loaded, prepared, question, history=history, generation=generation, on_text=on_text, source=str(path)
+        loaded,
+        prepared,
+        question,
+        history=history,
+        generation=generation,
+        on_text=on_text,
+        source=str(path),
+        evidence=evidence,
+        moments=moments,
     )
     result.timings = {"encode_s": round(decoded, 4), **result.timings}
     result.timings["first_token_s"] = round(result.timings["first_token_s"] + decoded, 4)

@@ -8,6 +8,7 @@ from typing import Annotated, Optional
 
 import typer
 
+from ..defaults import EVIDENCE_MOMENTS
 from ..errors import UsageError
 from . import options as o
 from .common import answer_json, existing_file, start
@@ -30,6 +31,26 @@ def read_history(path: Path | None) -> list[tuple[str, str]]:
     return [(q, a) for q, a in pairs]
 
 
+EvidenceOpt = Annotated[
+    bool,
+    typer.Option(
+        "--evidence",
+        help="After the answer, show on stderr where in the video it drew from: a timeline of each frame's "
+        'attention-based relevance and the top moments (with --json: an "evidence" object).',
+    ),
+]
+MomentsOpt = Annotated[
+    Optional[int],
+    typer.Option(
+        "--moments",
+        min=1,
+        metavar="N",
+        help=f"How many top moments --evidence shows (default {EVIDENCE_MOMENTS}); implies --evidence.",
+        show_default=False,
+    ),
+]
+
+
 @o.grouped
 def ask(
     source: Annotated[Path, typer.Argument(help="A video, an image or a .vidtok file.", show_default=False)],
@@ -43,6 +64,8 @@ def ask(
         typer.Option("--history", help="Continue a conversation: JSON list of [question, answer] pairs."),
     ] = None,
     run_opts: o.FitOptions = o.FitOptions(),
+    evidence: EvidenceOpt = False,
+    moments: MomentsOpt = None,
     json_out: o.JsonOpt = False,
 ) -> None:
     """Answer one question about a video, image or .vidtok; the answer streams to stdout.
@@ -52,6 +75,8 @@ def ask(
       llamavid ask movie.mp4 "who is the villain?"
 
       llamavid ask clip.vidtok "what happens at the end?" --temperature 0 --json
+
+      llamavid ask talk.mp4 "when is the demo shown?" --evidence
     """
     from .. import pipeline
 
@@ -81,8 +106,12 @@ def ask(
         on_text=None if json_out else out.stream,
         on_note=out.warn,
         progress=lambda total: out.frames(source.name, total),
+        evidence=evidence or moments is not None,
+        moments=moments or EVIDENCE_MOMENTS,
     )
     if json_out:
         out.json(answer_json(result, run.loaded))
     else:
         out.end_stream()
+        if result.evidence is not None:
+            out.evidence(result.evidence)

@@ -24,6 +24,7 @@ HELP = """Commands:
   /reset        forget the conversation (the video stays loaded)
   /save FILE    write the transcript (.md) or the [question, answer] pairs (.json); /save! FILE replaces a file
   /range A B    talk about the part from A to B only (seconds, MM:SS, H:MM:SS); /range alone: all
+  /evidence [N] where in the video the last answer drew from: timeline and the top N moments (default 3)
   /info         show the source and the model
   /help         this list
   /exit         leave (Ctrl-D works too; Ctrl-C stops an answer)"""
@@ -157,6 +158,8 @@ def _command(out: Output, session: ChatSession, line: str) -> bool:
                 out.warn(f"could not save: {exc}")
     elif name == "/range":
         _range(out, session, arg.split())
+    elif name == "/evidence":
+        _evidence(out, session, arg.strip())
     elif name == "/info":
         out.info(
             f"source {session.source}, {session.prepared.num_frames} frames, model {session.loaded.name}, "
@@ -188,3 +191,17 @@ def _range(out: Output, session: ChatSession, args: list[str]) -> None:
         return
     session.prepared = full.select(keep)
     out.info(f"Talking about {len(keep)} frames from {start:g} s" + (f" to {end:g} s." if end is not None else "."))
+
+
+def _evidence(out: Output, session: ChatSession, arg: str) -> None:
+    """The last answer's evidence, with the top N moments."""
+    from ..defaults import EVIDENCE_MOMENTS
+
+    if arg and (not arg.isdigit() or int(arg) < 1):
+        out.warn("usage: /evidence [N] (N: how many moments, at least 1)")
+        return
+    found = session.last.evidence if session.last is not None else None
+    if found is None:
+        out.warn("no answer yet: ask a question first")
+        return
+    out.evidence(found.top(int(arg) if arg else EVIDENCE_MOMENTS))

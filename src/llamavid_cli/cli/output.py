@@ -8,6 +8,7 @@ progress modules are imported when an Output is made, not when the CLI starts.
 from __future__ import annotations
 
 import json
+import math
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -19,6 +20,10 @@ if TYPE_CHECKING:
     from rich.progress import Progress
 
     from ..errors import LlamaVidError
+    from ..evidence import Evidence
+
+TIMELINE_WIDTH = 60  # cells in `--evidence`'s timeline, fewer on a narrow terminal
+LEVELS = "▁▂▃▄▅▆▇█"
 
 
 class Output:
@@ -73,6 +78,38 @@ class Output:
     def warn(self, message: str) -> None:
         self.err.print(f"[yellow]Warning:[/yellow] {_escape(message)}")
 
+    def evidence(self, found: Evidence) -> None:
+        """`--evidence` on stderr: one line of the video's timeline shaded by relevance (the top
+        moments highlighted where there is colour), then the moments, best first."""
+        if self.json_mode or not found.times:
+            return
+        from rich.text import Text
+
+        spans = found.spans()
+        begin, end = spans[0][0], spans[-1][1]  # the frames' part of the video (a --start/--end range)
+        if end <= begin:
+            self.err.print("Evidence: a single still frame, nothing to place in time", markup=False)
+            return
+        hours = end >= 3600
+        width = max(10, min(TIMELINE_WIDTH, self.err.width - 30))
+        cells = timeline(spans, found.scores, begin, end, width)
+        top = max(cells) or 1.0
+        at = [begin + (c + 0.5) * (end - begin) / width for c in range(width)]
+        marked = [any(m.start <= t < m.end for m in found.moments) for t in at]
+        line = Text("Evidence ", style="bold")
+        line.append(clock(begin, hours) + " ")
+        for value, hot in zip(cells, marked):
+            line.append(LEVELS[round(value / top * (len(LEVELS) - 1))], style="magenta" if hot else "dim")
+        line.append(" " + clock(end, hours, up=True))
+        self.err.print(line)
+        ranges = Text("Moments  ", style="bold")
+        for i, moment in enumerate(found.moments):
+            if i:
+                ranges.append(" · ")
+            ranges.append(f"{clock(moment.start, hours)}–{clock(moment.end, hours, up=True)}", style="magenta")
+            ranges.append(f" ({moment.score:.0%})")
+        self.err.print(ranges)
+
     @contextmanager
     def status(self, message: str) -> Iterator[None]:
         if self.json_mode or not self.err.is_terminal:
@@ -117,6 +154,29 @@ class Output:
                 bar.update(task, advance=n, rate=f"{rate:.1f} frames/s")
 
             yield advance
+
+
+def timeline(
+    spans: list[tuple[float, float]], scores: tuple[float, ...], begin: float, end: float, width: int
+) -> list[float]:
+    """`width` cells over [begin, end): each the highest score of the frames whose span touches it."""
+    cells = [0.0] * width
+    scale = width / (end - begin)
+    for (start, stop), score in zip(spans, scores):
+        first = min(max(int((start - begin) * scale), 0), width - 1)
+        last = max(first, min(math.ceil((stop - begin) * scale) - 1, width - 1))
+        for c in range(first, last + 1):
+            cells[c] = max(cells[c], score)
+    return cells
+
+
+def clock(seconds: float, hours: bool = False, up: bool = False) -> str:
+    """`MM:SS` (`H:MM:SS` with `hours`), whole seconds rounded down, or up for the end of a range."""
+    whole = math.ceil(seconds - 1e-6) if up else math.floor(seconds + 1e-6)
+    whole = max(whole, 0)
+    if hours:
+        return f"{whole // 3600}:{whole // 60 % 60:02d}:{whole % 60:02d}"
+    return f"{whole // 60:02d}:{whole % 60:02d}"
 
 
 def error_object(message: str, kind: str, exit_code: int) -> dict:
