@@ -17,8 +17,10 @@ Which frames (the rule the released models were trained with):
   A frame's time is its own pts in seconds from the stream's start (pts·time_base), which
   for constant-rate video equals index / average_fps and stays right for variable rates.
   Where the pts do not increase in display order (H.264 with B-frames in AVI), the time is
-  index / average_fps and the file is never seeked; the first frames are decoded once, up
-  front, to tell (`_Source.clock`).
+  index / average_fps and the file is never seeked; the first 24 frames tell
+  (`_Source.clock`). When the pass starts at the first frame with a stride of 8 or more,
+  they are the pass's own (decoded once, the chosen ones among them held back until the
+  verdict; a failed check restarts the pass); otherwise they are decoded once up front.
 
 Options (a `Sampling`, validated when it is made; `count_frames` predicts the result):
   start / end      keep slots whose frames lie in [start, end) seconds; decoding seeks to
@@ -49,15 +51,26 @@ decoder outputs exactly the frames it is sent, in that order, so `_Skim` checks 
 against it; missing or repeated timestamps, decode timestamps out of order, a decode error,
 a damaged frame, a slot whose frame was left out, or a decoder that holds frames back (a
 stream cut so that it starts with B-frames) restart the pass decoding every frame, from the
-start or the same seek point: never a different frame. Other codecs (VP9, AV1, MPEG-4,
-all-intra) and streams without usable timestamps decode every frame, as do streams whose
-every frame is a reference (x264 ultrafast, I/P only). Seeking over long gaps and skipping
-combine: the seek lands on a keyframe and the decode forward from it skips too.
+start or the same seek point: never a different frame.
+
+Reference frames are left out too where nothing wanted can need them: an unwanted one is
+held back until a wanted frame follows it in decode order (then it is decoded) or a reset
+does: an H.264 IDR, an HEVC IDR or BLA picture, a VP9 key frame, after which no frame refers
+to anything before it (the same fact that makes seeking to a keyframe exact). So the rest of
+a GOP after its last chosen frame is never decoded: with a keyframe every 2 s at 1 fps, about
+half of all reference frames. Packets with parameter sets or SEI messages other than timing
+ones are always decoded. Open GOPs (H.264 recovery points, HEVC CRA) are no resets: their
+leading pictures refer back. Other codecs (AV1, MPEG-4, all-intra) and streams without usable
+timestamps decode every frame; I/P-only H.264 and VP9 (no disposable frames) lose only the
+GOP tails. Seeking over long gaps and skipping combine: the seek lands on a keyframe and the
+decode forward from it skips too.
 
 A scene-cut detector run in the same pass (chapters, not built yet) would see only the
-reference frames and the chosen ones: with x264's default 3 B-frames and b-pyramid the
-reference frames are at most 2 frames apart (4 without b-pyramid), so a cut is placed
-within that many frames of where a full decode would put it (under 0.1 s at 25–30 fps).
+frames decoded: within a GOP up to its last chosen frame, the reference frames and the chosen
+ones (with x264's default 3 B-frames and b-pyramid at most 2 frames apart, 4 without
+b-pyramid: a cut placed within that many frames, under 0.1 s at 25–30 fps); after a GOP's
+last chosen frame nothing until the next keyframe, so a cut there is only seen at that
+keyframe (encoders put a keyframe on most hard cuts anyway).
 
 Undecodable packets and damaged frames are skipped and counted; one warning at the end says
 what was lost. Only a file from which no frame at all can be decoded is an error.
