@@ -679,7 +679,8 @@ def _stream_frames(
             counted = -1  # decode-order position from the stream's start (when not anchored)
             stamps: list[int | None] = []  # pts of the frames output during probation
             try:
-                for vf in _decoded(src, damage, skim):
+                decoded = _decoded(src, damage, skim)
+                for vf in decoded:
                     if probation and len(stamps) == _CLOCK_FRAMES:
                         constant, jump_gap = _settle_clock(src, stamps, stride, seek)
                         probation = False
@@ -745,6 +746,7 @@ def _stream_frames(
                     reached_end = True
                     break
                 if probation:  # every slot filled before the check was done: check separately
+                    decoded.close()  # the check reopens the file
                     src.moved = True
                     if not src.clock()[0]:  # then these frames' times are index / average fps
                         held_back = [Frame(f.index, f.index / src.fps, f.image) for f in held_back]
