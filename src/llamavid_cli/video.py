@@ -872,14 +872,17 @@ class _Inexact(Exception):
 #                frame are then not needed;
 #   _KEEP        it carries state later frames may use (parameter sets, SEI beyond timing,
 #                end of sequence, bytes we cannot read): decoded unless it is disposable.
-_DISPOSABLE, _RESET, _KEEP = 1, 2, 4
+#   _OPEN        HEVC CRA: a reset for all but its RASL pictures (_LEADING and _RASL), which
+#                may refer to pictures before it and which no other picture refers to.
+_DISPOSABLE, _RESET, _KEEP, _OPEN, _LEADING, _RASL = 1, 2, 4, 8, 16, 32
 # H.264 NAL types a disposable access unit may hold besides its slices: SEI, access unit
 # delimiter, filler. HEVC: the sub-layer non-reference slice types (TRAIL_N … RSV_VCL_N14),
 # then access unit delimiter, filler and SEI.
 _H264_PASSIVE = frozenset({6, 9, 12})
 _HEVC_NONREF = frozenset({0, 2, 4, 6, 8, 10, 12, 14})
 _HEVC_PASSIVE = frozenset({35, 38, 39, 40})
-_HEVC_RESET = frozenset({16, 17, 18, 19, 20})  # BLA and IDR pictures (not CRA: its RASL pictures look back)
+_HEVC_RESET = frozenset({16, 17, 18, 19, 20})  # BLA and IDR pictures
+_HEVC_CRA, _HEVC_RADL, _HEVC_RASL = 21, frozenset({6, 7}), frozenset({8, 9})
 _RECOVERY_POINT_SEI = 6
 # SEI messages that only describe their own picture: buffering period, picture timing, filler,
 # recovery point, HEVC active parameter sets and decoded picture hash.
@@ -945,7 +948,7 @@ class _NalReader:
 
     def kind(self, packet: av.Packet) -> int:
         try:
-            slices, disposable, reset, keep = 0, True, False, False
+            slices, disposable, reset, keep, other = 0, True, False, False, 0
             for unit in self._units(memoryview(packet)):
                 if self.hevc:
                     kind, tid = (unit[0] >> 1) & 0x3F, (unit[1] & 7) - 1
@@ -953,6 +956,12 @@ class _NalReader:
                         if kind not in _HEVC_NONREF or tid != self.max_tid:
                             disposable = False
                         reset = reset or kind in _HEVC_RESET
+                        if kind == _HEVC_CRA:
+                            other |= _OPEN
+                        elif kind in _HEVC_RASL:
+                            other |= _LEADING | _RASL
+                        elif kind in _HEVC_RADL:
+                            other |= _LEADING
                         slices += 1
                     elif kind in (39, 40):
                         sei = _sei_types(unit[2:])
@@ -974,7 +983,7 @@ class _NalReader:
                         disposable, keep = False, True
             if not slices:
                 return _KEEP
-            return (_DISPOSABLE if disposable else 0) | (_RESET if reset else 0) | (_KEEP if keep else 0)
+            return (_DISPOSABLE if disposable else 0) | (_RESET if reset else 0) | (_KEEP if keep else 0) | other
         except (ValueError, IndexError):
             return _KEEP  # bytes we cannot read: decode the packet
 
@@ -1046,6 +1055,7 @@ class _Skim:
         self.dropped: list[int] = []  # sorted indices left undecoded
         self.held: list[tuple[av.Packet, int]] = []  # unwanted references, decode order
         self.held_bytes = 0
+        self.lead: list[tuple[av.Packet, int, int]] | None = None  # a CRA and its leading pictures
         self.skipped = 0
         self.probation = False  # True: send every packet (the clock is still being checked)
 
@@ -1075,6 +1085,8 @@ class _Skim:
         """At the end of the stream every index is final."""
         if not self.nominal:
             yield from self._release(None)
+        if self.lead is not None:
+            yield from self._resolve_open()
         self._drop_held()  # no wanted frame follows them
 
     def _release(self, bound: int | None) -> Iterator[av.Packet]:
@@ -1095,6 +1107,32 @@ class _Skim:
             yield self._send(packet, index)
             return
         kind = self.nal.kind(packet)
+        if self.lead is not None:
+            if kind & _LEADING:
+                self.lead.append((packet, index, kind))
+                return
+            yield from self._resolve_open()
+        if kind & _OPEN:  # wait for its leading pictures: do the RASL ones need the past?
+            self.lead = [(packet, index, kind)]
+            return
+        yield from self._place(packet, index, kind)
+
+    def _resolve_open(self) -> Iterator[av.Packet]:
+        """After a CRA's leading pictures: when none of its RASL pictures is wanted (or must be
+        decoded), they and the references held before the CRA are left out; else all go on."""
+        lead, self.lead = self.lead or [], None
+        if any(k & _RASL and (self.wanted(i) or k & _KEEP) for _, i, k in lead):
+            for packet, index, kind in lead:
+                yield from self._place(packet, index, kind)
+            return
+        self._drop_held()
+        for packet, index, kind in lead:
+            if kind & _RASL:
+                self._drop(packet, index)
+            else:
+                yield from self._place(packet, index, kind)
+
+    def _place(self, packet: av.Packet, index: int, kind: int) -> Iterator[av.Packet]:
         if kind & _RESET:
             self._drop_held()
         if self.wanted(index):
