@@ -59,8 +59,9 @@ does: an H.264 IDR, an HEVC IDR or BLA picture, a VP9 key frame, after which no 
 to anything before it (the same fact that makes seeking to a keyframe exact). So the rest of
 a GOP after its last chosen frame is never decoded: with a keyframe every 2 s at 1 fps, about
 half of all reference frames. Packets with parameter sets or SEI messages other than timing
-ones are always decoded. Open GOPs (H.264 recovery points, HEVC CRA) are no resets: their
-leading pictures refer back. Other codecs (AV1, MPEG-4, all-intra) and streams without usable
+ones are always decoded. An HEVC CRA (open GOP) counts as a reset when none of its RASL
+pictures (the leading ones that may refer back, and that nothing else refers to) is wanted:
+they are left out with the held references. H.264 open GOPs (recovery points) are no resets. Other codecs (AV1, MPEG-4, all-intra) and streams without usable
 timestamps decode every frame; I/P-only H.264 and VP9 (no disposable frames) lose only the
 GOP tails. Seeking over long gaps and skipping combine: the seek lands on a keyframe and the
 decode forward from it skips too.
