@@ -30,7 +30,8 @@ interleaved (a, b, c, a, b, c, …) and every figure is the median of `--repeats
 5. Non-reference frames left undecoded (issue 12; --skip-skim to leave out): 30 s clips at the main
    video's size from x264 `medium` (B-frames, b-pyramid), x264 `ultrafast` (no B-frames), x265
    `ultrafast` (when PyAV's FFmpeg has it) and VP9: (a) bare full decode, (b) iter_frames at 1 fps
-   + normalize, (c) the same decoding every frame. Target on x264 medium: (b) CPU ≤ 0.6×(a).
+   + normalize (non-reference frames and GOP tails left out), (c) the same decoding every frame
+   (both check the clock on the pass's own first frames). Target on x264 medium: (b) CPU ≤ 0.6×(a).
 
 Timing: CPU = getrusage(RUSAGE_SELF) user + system of the child (all its threads, decoder threads
 included) around the step only, imports and setup excluded; wall = perf_counter around the same.

@@ -55,6 +55,30 @@ def clips(tmp_path_factory):
     return made
 
 
+GOP_CLIPS = ["x264_medium", "x264_ultrafast", "x264_medium_ts", "vp9", "x265", "x265_open"]
+
+
+@pytest.fixture(scope="module")
+def gop_clips(tmp_path_factory):
+    """A keyframe every 20 frames: H.264 IDR, HEVC IDR (closed GOP) and CRA (open), VP9 key frames."""
+    root = tmp_path_factory.mktemp("gop")
+    common = {"width": 320, "height": 240, "seconds": 4, "fps": 25, "gop": 20}
+    made = {
+        "x264_medium": make_video(root / "medium.mp4", encoder_options=X264_MEDIUM, **common),
+        "x264_ultrafast": make_video(root / "ultrafast.mp4", encoder_options=X264_ULTRAFAST, **common),
+        "x264_medium_ts": make_video(
+            root / "medium.ts", encoder_options=X264_MEDIUM, **common
+        ),  # Annex B, SPS/PPS in band
+        "vp9": make_video(root / "vp9.webm", codec="libvpx-vp9", encoder_options=VP9, **common),
+    }
+    if _codec_available("libx265"):
+        closed = {**X265, "x265-params": "log-level=error:open-gop=0"}
+        made["x265"] = make_video(root / "x265.mp4", codec="libx265", encoder_options=closed, **common)
+        # x265's default open GOPs: CRA keyframes with RASL pictures that refer to the GOP before
+        made["x265_open"] = make_video(root / "x265_open.mkv", codec="libx265", encoder_options=X265, **common)
+    return made
+
+
 def _hash(image) -> str:
     return hashlib.sha1(image.tobytes()).hexdigest()
 
@@ -109,16 +133,49 @@ def test_non_reference_frames_are_left_undecoded(clips, name, decode_counter):
     with av.open(str(clips[name])) as container:
         total = sum(1 for _ in container.decode(video=0))
     sampled(clips[name], fps=1.0)
-    after_clock_check = decode_counter["frames"] - video._CLOCK_FRAMES
-    assert after_clock_check < 0.8 * total
+    assert decode_counter["frames"] < 0.8 * total  # the clock check's frames included: they are the pass's own
 
 
-@pytest.mark.parametrize("name", ["x264_ultrafast", "vp9"])
-def test_streams_without_non_reference_frames_decode_every_frame(clips, name, decode_counter):
-    with av.open(str(clips[name])) as container:
+def test_a_stream_without_non_reference_frames_or_resets_decodes_each_frame_once(clips, decode_counter):
+    """x264 ultrafast with one IDR: every frame up to the last chosen one, once (the clock
+    check is done on the pass's own first frames, not on a separate decode)."""
+    chosen = sampled(clips["x264_ultrafast"], fps=1.0)
+    assert decode_counter["frames"] == chosen[-1][0] + 1
+
+
+@pytest.mark.parametrize("name", GOP_CLIPS)
+@pytest.mark.parametrize("fps", [1.0, 25 / 3, 25 / 7, 2.5])
+def test_gop_tails_left_out_choose_the_full_decodes_frames(gop_clips, name, fps):
+    """Short GOPs: the references after a GOP's last chosen frame are not decoded either."""
+    if name not in gop_clips:
+        pytest.skip("PyAV's FFmpeg has no libx265")
+    assert sampled(gop_clips[name], fps=fps) == full_decode(gop_clips[name], fps)
+
+
+@pytest.mark.parametrize("name", GOP_CLIPS)
+def test_gop_tails_are_left_undecoded(gop_clips, name, decode_counter):
+    if name not in gop_clips:
+        pytest.skip("PyAV's FFmpeg has no libx265")
+    with av.open(str(gop_clips[name])) as container:
         total = sum(1 for _ in container.decode(video=0))
-    sampled(clips[name], fps=1.0)
-    assert decode_counter["frames"] == total + video._CLOCK_FRAMES
+    # stride 10: two chosen frames per GOP of 20, at its start and middle; the first 24 frames
+    # are all decoded (the clock check)
+    sampled(gop_clips[name], fps=2.5, seek=False)
+    limit = 0.6 if name in ("x264_medium", "x264_medium_ts", "x265", "x265_open") else 0.7
+    assert decode_counter["frames"] < limit * total
+
+
+@pytest.mark.parametrize("name", GOP_CLIPS)
+def test_gop_tails_with_start_end_max_frames_and_seeking(gop_clips, name):
+    if name not in gop_clips:
+        pytest.skip("PyAV's FFmpeg has no libx265")
+    path = gop_clips[name]
+    full = full_decode(path, 2.5)
+    assert sampled(path, fps=2.5, start=1.1, seek=False) == [f for f in full if f[1] >= 1.1]
+    assert sampled(path, fps=2.5, end=2.9) == [f for f in full if f[1] < 2.9]
+    assert sampled(path, fps=2.5, max_frames=4) == [full[j] for j in video.even_subset(len(full), 4)]
+    for kwargs in ({"fps": 0.5}, {"fps": 25 / 7, "start": 1.3, "end": 3.5}):
+        assert sampled(path, seek=True, **kwargs) == sampled(path, seek=False, **kwargs), kwargs
 
 
 @pytest.mark.parametrize("name", ["x264_medium", "x265", "open_gop"])
@@ -141,9 +198,13 @@ def test_the_plan_is_said_in_debug_output(clips, caplog):
         sampled(clips["x264_medium"], fps=1.0)
         sampled(clips["vp9"], fps=1.0)
     lines = [r.getMessage() for r in caplog.records]
-    assert any("medium.mp4: h264, stride 25: decode reference frames and only the chosen" in m for m in lines)
-    assert any("vp9.webm: vp9, stride 25: decode every frame" in m for m in lines)
-    assert any("non-reference frames left undecoded" in m for m in lines)
+    assert any(
+        "medium.mp4: h264, stride 25: " in m and "decode reference frames and only the chosen" in m for m in lines
+    )
+    assert any(
+        "vp9.webm: vp9, stride 25: " in m and "decode every frame up to each GOP's last chosen" in m for m in lines
+    )
+    assert any("left undecoded (non-reference, or after a GOP's last chosen frame)" in m for m in lines)
 
 
 def test_verbose_says_on_stderr_how_each_video_is_read(clips, tiny_video_ckpt, tmp_path):

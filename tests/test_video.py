@@ -204,7 +204,7 @@ def test_auto_mode_seeks_only_over_long_gaps(media, decode_counter):
     auto = decode_counter["frames"]
     decode_counter["frames"] = 0
     chosen(media["long"], fps=1.0, seek=False)
-    assert auto == decode_counter["frames"] > 100
+    assert auto == decode_counter["frames"]  # the same pass (GOP tails left out, so fewer than all 200)
 
 
 @pytest.mark.parametrize(
@@ -230,6 +230,26 @@ def test_avi_with_b_frames_uses_the_nominal_clock(media):
     assert [t for _, t, _ in sequential] == pytest.approx([i / 10 for i in range(0, 60, 3)])
     assert chosen(media["x264_avi"], fps=10 / 3, seek=True) == sequential
     assert chosen(media["x264_avi"], fps=10 / 3, start=2.5) == [f for f in sequential if f[1] >= 2.5]
+
+
+def test_avi_with_b_frames_at_a_long_stride_fails_the_in_pass_clock_check(media, caplog):
+    """Stride 10: the clock is checked on the pass's own first frames; AVI's decode-order pts
+    fail it, and the pass starts again on the nominal clock, giving nothing twice."""
+    with caplog.at_level("DEBUG", logger="llamavid_cli.video"):
+        frames = chosen(media["x264_avi"], fps=1.0)
+    assert any("decoding every frame instead" in r.getMessage() for r in caplog.records)
+    assert [(i, drawn) for i, _, drawn in frames] == [(i, i) for i in range(0, 60, 10)]
+    assert [t for _, t, _ in frames] == pytest.approx([i / 10 for i in range(0, 60, 10)])
+    # every slot filled before the check's 24 frames: checked separately, times still nominal
+    assert chosen(media["x264_avi"], fps=1.0, max_frames=1) == frames[:1]
+    assert chosen(media["x264_avi"], fps=10 / 9, max_frames=2) == [
+        f for f in chosen(media["x264_avi"], fps=10 / 9, seek=False) if f[0] in (0, 54)
+    ]
+
+
+def test_a_stream_shorter_than_the_clock_check(tmp_path):
+    path = make_video(tmp_path / "short.mp4", seconds=1.2, fps=10, width=160, height=120)
+    assert [(i, drawn) for i, _, drawn in chosen(path, fps=1.25)] == [(0, 0), (8, 8)]
 
 
 def test_seek_that_lands_late_backs_off(media, monkeypatch):

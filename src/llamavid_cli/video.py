@@ -17,8 +17,10 @@ Which frames (the rule the released models were trained with):
   A frame's time is its own pts in seconds from the stream's start (pts·time_base), which
   for constant-rate video equals index / average_fps and stays right for variable rates.
   Where the pts do not increase in display order (H.264 with B-frames in AVI), the time is
-  index / average_fps and the file is never seeked; the first frames are decoded once, up
-  front, to tell (`_Source.clock`).
+  index / average_fps and the file is never seeked; the first 24 frames tell
+  (`_Source.clock`). When the pass starts at the first frame with a stride of 8 or more,
+  they are the pass's own (decoded once, the chosen ones among them held back until the
+  verdict; a failed check restarts the pass); otherwise they are decoded once up front.
 
 Options (a `Sampling`, validated when it is made; `count_frames` predicts the result):
   start / end      keep slots whose frames lie in [start, end) seconds; decoding seeks to
@@ -49,15 +51,27 @@ decoder outputs exactly the frames it is sent, in that order, so `_Skim` checks 
 against it; missing or repeated timestamps, decode timestamps out of order, a decode error,
 a damaged frame, a slot whose frame was left out, or a decoder that holds frames back (a
 stream cut so that it starts with B-frames) restart the pass decoding every frame, from the
-start or the same seek point: never a different frame. Other codecs (VP9, AV1, MPEG-4,
-all-intra) and streams without usable timestamps decode every frame, as do streams whose
-every frame is a reference (x264 ultrafast, I/P only). Seeking over long gaps and skipping
-combine: the seek lands on a keyframe and the decode forward from it skips too.
+start or the same seek point: never a different frame.
+
+Reference frames are left out too where nothing wanted can need them: an unwanted one is
+held back until a wanted frame follows it in decode order (then it is decoded) or a reset
+does: an H.264 IDR, an HEVC IDR or BLA picture, a VP9 key frame, after which no frame refers
+to anything before it (the same fact that makes seeking to a keyframe exact). So the rest of
+a GOP after its last chosen frame is never decoded: with a keyframe every 2 s at 1 fps, about
+half of all reference frames. Packets with parameter sets or SEI messages other than timing
+ones are always decoded. An HEVC CRA (open GOP) counts as a reset when none of its RASL
+pictures (the leading ones that may refer back, and that nothing else refers to) is wanted:
+they are left out with the held references. H.264 open GOPs (recovery points) are no resets. Other codecs (AV1, MPEG-4, all-intra) and streams without usable
+timestamps decode every frame; I/P-only H.264 and VP9 (no disposable frames) lose only the
+GOP tails. Seeking over long gaps and skipping combine: the seek lands on a keyframe and the
+decode forward from it skips too.
 
 A scene-cut detector run in the same pass (chapters, not built yet) would see only the
-reference frames and the chosen ones: with x264's default 3 B-frames and b-pyramid the
-reference frames are at most 2 frames apart (4 without b-pyramid), so a cut is placed
-within that many frames of where a full decode would put it (under 0.1 s at 25–30 fps).
+frames decoded: within a GOP up to its last chosen frame, the reference frames and the chosen
+ones (with x264's default 3 B-frames and b-pyramid at most 2 frames apart, 4 without
+b-pyramid: a cut placed within that many frames, under 0.1 s at 25–30 fps); after a GOP's
+last chosen frame nothing until the next keyframe, so a cut there is only seen at that
+keyframe (encoders put a keyframe on most hard cuts anyway).
 
 Undecodable packets and damaged frames are skipped and counted; one warning at the end says
 what was lost. Only a file from which no frame at all can be decoded is an error.
@@ -103,6 +117,9 @@ AUTO_SEEK_GOPS = 2
 # Index entries looked at for the keyframe interval; frames decoded to judge the timestamps.
 _INDEX_SCAN = 4096
 _CLOCK_FRAMES = 24
+# The clock check runs inside the reading pass when at most _CLOCK_FRAMES / this many chosen
+# frames must wait for its verdict (see `_stream_frames`).
+_PROBATION_STRIDE = 8
 
 # Leave unwanted non-reference frames undecoded (see the module docstring). Always on; only
 # bench/encode.py turns it off, to time the decode-everything path against it.
@@ -467,16 +484,23 @@ class _Source:
         1/average_fps apart, so that after a seek round(time · fps) is the decode position.
         """
         if self._clock is None:
+            self.rewind()
             stamps = []
             for frame in _decoded(self, _Damage()):
                 stamps.append(frame.pts)
                 if len(stamps) >= _CLOCK_FRAMES:
                     break
             self.moved = True
-            usable = bool(stamps) and None not in stamps and all(b > a for a, b in zip(stamps, stamps[1:]))
-            step = 1.0 / (self.fps * self.time_base)  # frame period in pts ticks
-            constant = usable and all(abs((b - a) - step) <= max(1.0, 0.01 * step) for a, b in zip(stamps, stamps[1:]))
-            self._clock = (usable, constant)
+            self.judge_clock(stamps)
+        return self._clock
+
+    def judge_clock(self, stamps: list[int | None]) -> tuple[bool, bool]:
+        """`clock`'s verdict on the pts of the first frames output (all of them, up to
+        `_CLOCK_FRAMES`), remembered for the file; the reading pass calls it on its own."""
+        usable = bool(stamps) and None not in stamps and all(b > a for a, b in zip(stamps, stamps[1:]))
+        step = 1.0 / (self.fps * self.time_base)  # frame period in pts ticks
+        constant = usable and all(abs((b - a) - step) <= max(1.0, 0.01 * step) for a, b in zip(stamps, stamps[1:]))
+        self._clock = (usable, constant)
         return self._clock
 
 
@@ -615,16 +639,25 @@ def _stream_frames(
     slots = _plan(src.fps, src.frame_count, sampling)
     stride = slots.stride
     target = slots.initial()  # the slot to fill next (None: done)
-    pts_usable, constant = src.clock()
+    # The clock check needs the first frames decoded. When the pass starts at the first frame
+    # anyway, they are its own ("probation": every packet decoded, the chosen frames held back
+    # until the check is done, at most _CLOCK_FRAMES / _PROBATION_STRIDE of them); a check
+    # that fails starts the pass again after the separate check. Otherwise it comes first.
+    probation = src._clock is None and start is None and end is None and stride >= _PROBATION_STRIDE
+    pts_usable, constant = (True, True) if probation else src.clock()
+    if probation and seek is None and stride > 1 and len(src.stream.index_entries) < 2:
+        src.keyframe_interval()  # now: it seeks to load Matroska's cues, which the pass must not see
     if not pts_usable:
         seek = False  # seeking needs timestamps; count frames from the start instead
-    jump_gap = _jump_gap(src, stride, seek, constant)
+    jump_gap = math.inf if probation else _jump_gap(src, stride, seek, constant)
     nal = _NalReader.for_stream(src.stream) if _SKIP_NON_REFERENCE and pts_usable and stride > 1 else None
     wanted = _wanted(slots)
     scaler = FrameScaler(size)
     damage = _Damage()
     reached_end = False
     skipped = 0
+    held_back: list[Frame] = []  # chosen during probation
+    first_target = target
 
     # Seek to the first slot when `start` is past the first frames, unless told never to seek.
     # Seeks aim half a frame past the wanted frame: when it is a keyframe itself, the backward
@@ -632,7 +665,7 @@ def _stream_frames(
     seek_time: float | None = None
     if target is not None and seek is not False and start and start * src.fps > 1:
         seek_time = (target * stride + 0.5) / src.fps
-    _log.debug("%s", _describe_plan(src, stride, jump_gap, seek_time, nal))
+    _log.debug("%s", _describe_plan(src, stride, jump_gap, seek_time, nal, probation))
     retries = 0
     try:
         while target is not None:
@@ -644,12 +677,29 @@ def _stream_frames(
             skim = None
             if nal is not None and (constant or not anchored):
                 skim = _Skim(src, nal, wanted, nominal=anchored)
+                skim.probation = probation
             counted = -1  # decode-order position from the stream's start (when not anchored)
+            stamps: list[int | None] = []  # pts of the frames output during probation
             try:
-                for vf in _decoded(src, damage, skim):
+                decoded = _decoded(src, damage, skim)
+                for vf in decoded:
+                    if probation and len(stamps) == _CLOCK_FRAMES:
+                        constant, jump_gap = _settle_clock(src, stamps, stride, seek)
+                        probation = False
+                        if skim is not None:
+                            skim.probation = False
+                        yield from held_back
+                        held_back.clear()
+                        if target * stride - counted > jump_gap:
+                            seek_time = (target * stride + 0.5) / src.fps
+                            break
                     counted += 1
+                    if probation:
+                        stamps.append(vf.pts)
                     if skim is not None:
                         index = skim.index_of(vf)
+                        if probation and index != counted:
+                            raise _Inexact("the first frames come out of timestamp order")
                         t = src.packet_time(vf.pts)
                     else:
                         t = src.time_of(vf) if pts_usable else counted / src.fps
@@ -663,19 +713,22 @@ def _stream_frames(
                             jump_gap = jump_gap if seek_time is not None else math.inf
                             break
                         retries = 0
+                    if skim is not None and index > target * stride and skim.dropped_within(target * stride, index):
+                        raise _Inexact("the slot's frame was left undecoded")
                     if end is not None and t >= end:
                         target = None
                         break
                     if index < target * stride:
                         continue  # not chosen: never converted to RGB
-                    if skim is not None and skim.dropped_within(target * stride, index):
-                        raise _Inexact("the slot's frame was left undecoded")
                     if start is not None and t < start - 1e-6:
                         continue
                     if vf.is_corrupt:
                         damage.bad_frames += 1  # its slot passes to the next good frame
                         continue
-                    yield Frame(index, t, scaler(vf))
+                    if probation:
+                        held_back.append(Frame(index, t, scaler(vf)))
+                    else:
+                        yield Frame(index, t, scaler(vf))
                     target = slots.after(index)
                     if target is None:
                         break
@@ -687,23 +740,55 @@ def _stream_frames(
                         seek_time, retries = _seek_back(src, seek_time, retries)
                         jump_gap = jump_gap if seek_time is not None else math.inf
                         continue
+                    if skim is not None and target is not None and skim.dropped_within(target * stride, math.inf):
+                        raise _Inexact("the last slot's frame was left undecoded")
+                    if probation:  # a stream shorter than the clock check
+                        _settle_clock(src, stamps, stride, seek)
+                        yield from held_back
                     reached_end = True
                     break
+                if probation:  # every slot filled before the check was done: check separately
+                    decoded.close()  # the check reopens the file
+                    src.moved = True
+                    if not src.clock()[0]:  # then these frames' times are index / average fps
+                        held_back = [Frame(f.index, f.index / src.fps, f.image) for f in held_back]
+                    yield from held_back
             except _Inexact as why:
                 # Decode everything from the same place; frames already given were checked.
                 _log.debug("%s: %s; decoding every frame instead", src.path, why)
                 nal, damage = None, _Damage()
                 src.moved = True
+                if probation:  # nothing given yet: start again, the clock checked separately
+                    probation, target = False, first_target
+                    held_back.clear()
+                    pts_usable, constant = src.clock()
+                    if not pts_usable:
+                        seek = False
+                    jump_gap = _jump_gap(src, stride, seek, constant)
             finally:
                 if skim is not None:
                     skipped += skim.skipped
         if damage.decoded == 0:
             raise VideoError(_no_frame_message(src, damage))
-        _log.debug("%s: %d frames decoded, %d non-reference frames left undecoded", src.path, damage.decoded, skipped)
+        _log.debug(
+            "%s: %d frames decoded, %d left undecoded (non-reference, or after a GOP's last chosen frame)",
+            src.path,
+            damage.decoded,
+            skipped,
+        )
     finally:
         message = damage.message(src, reached_end) if damage.decoded else None
         if message and on_warning is not None:
             on_warning(message)
+
+
+def _settle_clock(src: _Source, stamps: list[int | None], stride: int, seek: bool | None) -> tuple[bool, float]:
+    """End of probation: the clock judged on the pass's own first frames; (constant, jump gap).
+    `_Inexact` when the timestamps are not usable (the pass then starts again)."""
+    usable, constant = src.judge_clock(stamps)
+    if not usable:
+        raise _Inexact("the timestamps do not increase in display order")
+    return constant, _jump_gap(src, stride, seek, constant)
 
 
 def _wanted(slots: _Slots) -> Callable[[int], bool]:
@@ -718,17 +803,30 @@ def _wanted(slots: _Slots) -> Callable[[int], bool]:
     return wanted
 
 
-def _describe_plan(src: _Source, stride: int, jump_gap: float, seek_time: float | None, nal: _NalReader | None) -> str:
+def _describe_plan(
+    src: _Source,
+    stride: int,
+    jump_gap: float,
+    seek_time: float | None,
+    nal: _NalReader | _Vp9Reader | None,
+    probation: bool = False,
+) -> str:
     """One line for --verbose/debug output: how this file is read for this sampling."""
     ways = []
+    if probation:
+        ways.append("clock checked on the first frames of the pass")
     if seek_time is not None:
         ways.append(f"seek to {seek_time:.2f} s")
     if jump_gap != math.inf:
         ways.append(
             "seek to every chosen frame" if jump_gap <= 1 else f"seek over gaps of more than {jump_gap:.0f} frames"
         )
-    if nal is not None:
-        ways.append("decode reference frames and only the chosen non-reference ones")
+    if isinstance(nal, _NalReader):
+        ways.append(
+            "decode reference frames and only the chosen non-reference ones, none after a GOP's last chosen one"
+        )
+    elif nal is not None:
+        ways.append("decode every frame up to each GOP's last chosen one")
     else:
         ways.append("decode every frame")
     return f"{src.path}: {src.stream.codec_context.name}, stride {stride}: {'; '.join(ways)}"
@@ -769,25 +867,45 @@ class _Inexact(Exception):
     """The skipping pass cannot vouch for an index; the reader decodes everything instead."""
 
 
+# What a packet's bytes say about the frame it carries (bits of `kind`):
+#   _DISPOSABLE  no other frame references it: left out when it is not wanted;
+#   _RESET       nothing after it in decode order refers to anything before it (H.264 IDR,
+#                HEVC IDR/BLA, VP9 key frame): the references held since the last wanted
+#                frame are then not needed;
+#   _KEEP        it carries state later frames may use (parameter sets, SEI beyond timing,
+#                end of sequence, bytes we cannot read): decoded unless it is disposable.
+#   _OPEN        HEVC CRA: a reset for all but its RASL pictures (_LEADING and _RASL), which
+#                may refer to pictures before it and which no other picture refers to.
+_DISPOSABLE, _RESET, _KEEP, _OPEN, _LEADING, _RASL = 1, 2, 4, 8, 16, 32
 # H.264 NAL types a disposable access unit may hold besides its slices: SEI, access unit
 # delimiter, filler. HEVC: the sub-layer non-reference slice types (TRAIL_N … RSV_VCL_N14),
 # then access unit delimiter, filler and SEI.
 _H264_PASSIVE = frozenset({6, 9, 12})
 _HEVC_NONREF = frozenset({0, 2, 4, 6, 8, 10, 12, 14})
 _HEVC_PASSIVE = frozenset({35, 38, 39, 40})
+_HEVC_RESET = frozenset({16, 17, 18, 19, 20})  # BLA and IDR pictures
+_HEVC_CRA, _HEVC_RADL, _HEVC_RASL = 21, frozenset({6, 7}), frozenset({8, 9})
 _RECOVERY_POINT_SEI = 6
+# SEI messages that only describe their own picture: buffering period, picture timing, filler,
+# recovery point, HEVC active parameter sets and decoded picture hash.
+_TIMING_SEI = frozenset({0, 1, 3, 6, 129, 132})
 # Packets a presentation index waits for besides the decode-timestamp proof (see `_Skim`).
 _REORDER_MARGIN = 8
+# Reference frames held back while no wanted frame follows them (see `_Skim`): past either
+# bound they are decoded after all.
+_HOLD_PACKETS = 1024
+_HOLD_BYTES = 64 * 1024 * 1024
 
 
 class _NalReader:
-    """Tells from a packet's bytes whether the frame it carries is referenced by no other.
+    """Tells from a packet's bytes how the H.264 or HEVC frame it carries is used (`kind`).
 
-    H.264: every slice has nal_ref_idc 0. HEVC: every slice is a sub-layer non-reference
-    picture of the highest temporal sub-layer. Either way no later frame can be predicted
-    from it, so not decoding it changes no other frame's pixels. A packet that also carries
-    parameter sets, an end of sequence or a recovery-point SEI is kept (they steer how later
-    frames decode). `for_stream` returns None for other codecs and unknown layouts."""
+    Disposable: H.264, every slice has nal_ref_idc 0; HEVC, every slice is a sub-layer
+    non-reference picture of the highest temporal sub-layer. Either way no later frame can be
+    predicted from it, so not decoding it changes no other frame's pixels. A packet that also
+    carries parameter sets, an end of sequence or a recovery-point SEI is not disposable
+    (they steer how later frames decode). `for_stream` returns None for other codecs and
+    unknown layouts."""
 
     def __init__(self, hevc: bool, length_size: int | None, max_tid: int = 0):
         self.hevc = hevc
@@ -795,7 +913,7 @@ class _NalReader:
         self.max_tid = max_tid
 
     @classmethod
-    def for_stream(cls, stream: av.video.stream.VideoStream) -> _NalReader | None:
+    def for_stream(cls, stream: av.video.stream.VideoStream) -> _NalReader | _Vp9Reader | None:
         name, extra = stream.codec_context.name, stream.codec_context.extradata or b""
         if name == "h264":
             if extra[:1] == b"\x01" and len(extra) >= 7:  # avcC: length-prefixed NAL units
@@ -805,6 +923,8 @@ class _NalReader:
             layers = (extra[21] >> 3) & 7  # numTemporalLayers, 0 = unknown
             if layers >= 1:
                 return cls(True, (extra[21] & 3) + 1, layers - 1)
+        if name == "vp9":
+            return _Vp9Reader()
         return None
 
     def _units(self, data: memoryview) -> Iterator[memoryview | bytes]:
@@ -826,35 +946,71 @@ class _NalReader:
             i += length
 
     def disposable(self, packet: av.Packet) -> bool:
+        return bool(self.kind(packet) & _DISPOSABLE)
+
+    def kind(self, packet: av.Packet) -> int:
         try:
-            slices = 0
+            slices, disposable, reset, keep, other = 0, True, False, False, 0
             for unit in self._units(memoryview(packet)):
                 if self.hevc:
                     kind, tid = (unit[0] >> 1) & 0x3F, (unit[1] & 7) - 1
                     if kind < 32:
                         if kind not in _HEVC_NONREF or tid != self.max_tid:
-                            return False
+                            disposable = False
+                        reset = reset or kind in _HEVC_RESET
+                        if kind == _HEVC_CRA:
+                            other |= _OPEN
+                        elif kind in _HEVC_RASL:
+                            other |= _LEADING | _RASL
+                        elif kind in _HEVC_RADL:
+                            other |= _LEADING
                         slices += 1
-                    elif kind not in _HEVC_PASSIVE or (kind == 39 and _has_recovery_point(unit[2:])):
-                        return False
+                    elif kind in (39, 40):
+                        sei = _sei_types(unit[2:])
+                        disposable = disposable and not (kind == 39 and _RECOVERY_POINT_SEI in sei)
+                        keep = keep or not sei <= _TIMING_SEI
+                    elif kind not in _HEVC_PASSIVE:
+                        disposable, keep = False, True
                 else:
                     kind, ref = unit[0] & 0x1F, unit[0] >> 5 & 3
-                    if kind == 1:
-                        if ref:
-                            return False
+                    if kind in (1, 5):
+                        disposable = disposable and not ref and kind == 1
+                        reset = reset or kind == 5
                         slices += 1
-                    elif kind not in _H264_PASSIVE or (kind == 6 and _has_recovery_point(unit[1:])):
-                        return False
-            return slices > 0
+                    elif kind == 6:
+                        sei = _sei_types(unit[1:])
+                        disposable = disposable and _RECOVERY_POINT_SEI not in sei
+                        keep = keep or not sei <= _TIMING_SEI
+                    elif kind not in _H264_PASSIVE:
+                        disposable, keep = False, True
+            if not slices:
+                return _KEEP
+            return (_DISPOSABLE if disposable else 0) | (_RESET if reset else 0) | (_KEEP if keep else 0) | other
         except (ValueError, IndexError):
-            return False  # bytes we cannot read: decode the packet
+            return _KEEP  # bytes we cannot read: decode the packet
 
 
-def _has_recovery_point(payload: memoryview | bytes) -> bool:
-    """Whether an SEI NAL payload holds a recovery point message (which later frames use)."""
-    data = bytes(payload).replace(b"\x00\x00\x03", b"\x00\x00")
-    i = 0
-    while i < len(data) and data[i] != 0x80:  # 0x80: the RBSP trailing bits
+class _Vp9Reader:
+    """VP9: a key frame resets every reference slot and probability context, so nothing
+    decoded after it depends on what came before (which is why seeking to one is exact).
+    No frame is called disposable (hidden alt-ref frames travel in the packet they serve)."""
+
+    def kind(self, packet: av.Packet) -> int:
+        data = bytes(packet)[:1]
+        if not data or data[0] >> 6 != 2:  # frame_marker
+            return _KEEP
+        b = data[0]
+        bit = 2 if (b >> 4 & 3) == 3 else 3  # profile 3 has a reserved bit before show_existing_frame
+        if b >> bit & 1:  # show_existing_frame
+            return 0
+        return 0 if b >> (bit - 1) & 1 else _RESET  # frame_type 0: key frame
+
+
+def _sei_types(payload: memoryview | bytes) -> frozenset[int]:
+    """The payload types of the messages in an SEI NAL unit's payload."""
+    data = bytes(payload).replace(b"\x00\x00\x03", b"\x00\x00").rstrip(b"\x00")
+    types, i, n = set(), 0, len(data)
+    while i < n - 1 or (i == n - 1 and data[i] != 0x80):  # 0x80 last: the RBSP trailing bits
         kind = 0
         while data[i] == 0xFF:
             kind, i = kind + 255, i + 1
@@ -863,10 +1019,11 @@ def _has_recovery_point(payload: memoryview | bytes) -> bool:
         while data[i] == 0xFF:
             size, i = size + 255, i + 1
         size, i = size + data[i], i + 1
-        if kind == _RECOVERY_POINT_SEI:
-            return True
+        types.add(kind)
         i += size
-    return False
+        if i > n:
+            raise ValueError("SEI message past the end of its NAL unit")
+    return frozenset(types)
 
 
 class _Skim:
@@ -878,7 +1035,11 @@ class _Skim:
     later packet's dts passes it, every later pts being at least that dts, and once
     `_REORDER_MARGIN` later packets have larger pts); after a seek, on a constant-rate
     stream, the nominal round(time · fps), the index the seek path uses anyway. A packet
-    is decoded when its frame is wanted or may be referenced. What comes out is checked:
+    is decoded when its frame is wanted or may be referenced: an unwanted disposable one is
+    left out; an unwanted reference frame is held back until a wanted frame follows it in
+    decode order (then it is decoded, before that one) or a reset (IDR, key frame) does
+    (then nothing can refer to it any more and it is left out, like the end of the stream;
+    the rest of a GOP after its last wanted frame is never decoded). What comes out is checked:
     each frame must be the next one sent, by index; a duplicate or missing pts, a dts that
     does not increase, a decode error or a damaged frame raise `_Inexact`, and the reader
     starts again decoding everything, so the skip never picks a different frame."""
@@ -894,7 +1055,11 @@ class _Skim:
         self.last_dts: int | None = None
         self.sent: list[int] = []  # heap of the indices sent to the decoder
         self.dropped: list[int] = []  # sorted indices left undecoded
+        self.held: list[tuple[av.Packet, int]] = []  # unwanted references, decode order
+        self.held_bytes = 0
+        self.lead: list[tuple[av.Packet, int, int]] | None = None  # a CRA and its leading pictures
         self.skipped = 0
+        self.probation = False  # True: send every packet (the clock is still being checked)
 
     def push(self, packet: av.Packet) -> Iterator[av.Packet]:
         """The packets to decode now (decode order), given one more from the demuxer."""
@@ -922,6 +1087,9 @@ class _Skim:
         """At the end of the stream every index is final."""
         if not self.nominal:
             yield from self._release(None)
+        if self.lead is not None:
+            yield from self._resolve_open()
+        self._drop_held()  # no wanted frame follows them
 
     def _release(self, bound: int | None) -> Iterator[av.Packet]:
         pending = self.pending
@@ -937,13 +1105,70 @@ class _Skim:
             yield from self._decide(packet, self.index[packet.pts])
 
     def _decide(self, packet: av.Packet, index: int) -> Iterator[av.Packet]:
-        if not self.wanted(index) and self.nal.disposable(packet):
-            self.index.pop(packet.pts, None)
-            bisect.insort(self.dropped, index)
-            self.skipped += 1
+        if self.probation:
+            yield self._send(packet, index)
             return
+        kind = self.nal.kind(packet)
+        if self.lead is not None:
+            if kind & _LEADING:
+                self.lead.append((packet, index, kind))
+                return
+            yield from self._resolve_open()
+        if kind & _OPEN:  # wait for its leading pictures: do the RASL ones need the past?
+            self.lead = [(packet, index, kind)]
+            return
+        yield from self._place(packet, index, kind)
+
+    def _resolve_open(self) -> Iterator[av.Packet]:
+        """After a CRA's leading pictures: when none of its RASL pictures is wanted (or must be
+        decoded), they and the references held before the CRA are left out; else all go on."""
+        lead, self.lead = self.lead or [], None
+        if any(k & _RASL and (self.wanted(i) or k & _KEEP) for _, i, k in lead):
+            for packet, index, kind in lead:
+                yield from self._place(packet, index, kind)
+            return
+        self._drop_held()
+        for packet, index, kind in lead:
+            if kind & _RASL:
+                self._drop(packet, index)
+            else:
+                yield from self._place(packet, index, kind)
+
+    def _place(self, packet: av.Packet, index: int, kind: int) -> Iterator[av.Packet]:
+        if kind & _RESET:
+            self._drop_held()
+        if self.wanted(index):
+            yield from self._send_held()
+            yield self._send(packet, index)
+        elif kind & _DISPOSABLE:
+            self._drop(packet, index)
+        elif kind & _KEEP:
+            yield from self._send_held()
+            yield self._send(packet, index)
+        else:
+            self.held.append((packet, index))
+            self.held_bytes += packet.size
+            if len(self.held) > _HOLD_PACKETS or self.held_bytes > _HOLD_BYTES:
+                yield from self._send_held()
+
+    def _send(self, packet: av.Packet, index: int) -> av.Packet:
         heapq.heappush(self.sent, index)
-        yield packet
+        return packet
+
+    def _send_held(self) -> Iterator[av.Packet]:
+        held, self.held, self.held_bytes = self.held, [], 0
+        for packet, index in held:
+            yield self._send(packet, index)
+
+    def _drop(self, packet: av.Packet, index: int) -> None:
+        self.index.pop(packet.pts, None)
+        bisect.insort(self.dropped, index)
+        self.skipped += 1
+
+    def _drop_held(self) -> None:
+        for packet, index in self.held:
+            self._drop(packet, index)
+        self.held, self.held_bytes = [], 0
 
     def index_of(self, frame: av.VideoFrame) -> int:
         """The index of a decoded frame; `_Inexact` unless it is the next one sent."""
