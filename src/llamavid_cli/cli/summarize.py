@@ -251,13 +251,17 @@ def summarize(
         )
         with out.status(f"Connecting to Ray at {ray_address}…" if ray_address else "Starting a local Ray…"):
             cluster = ray_batch.connect(ray_address)
-        out.info(cluster.describe())
-        outcomes = ray_batch.summarize(cluster, files, job, load, batch_size=size)
+        try:
+            out.info(cluster.describe())
+            outcomes = ray_batch.summarize(cluster, files, job, load, batch_size=size)
+            failed = report(out, outcomes, len(files), written, fmt, json_out)
+        finally:
+            ray_batch.disconnect()
     else:
         run = start(out, models, frames, subs, choose_for=videos, max_new_tokens=generation.max_new_tokens)
         job = batch.Job(prompt, run.sampling, generation.settings(), run_opts.use_cache, run_opts.fit, run.subs)
         outcomes = batch.summarize(run.loaded, files, job, batch_size=batch.auto_batch_size(run.loaded, size))
-    failed = report(out, outcomes, len(files), written, fmt, json_out)
+        failed = report(out, outcomes, len(files), written, fmt, json_out)
     out.info(
         f"{len(files) - len(failed)} of {len(files)} summarised"
         + (f"; failed: {', '.join(map(str, failed))}" if failed else "")
