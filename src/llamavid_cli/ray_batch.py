@@ -129,15 +129,19 @@ class Summarizer:
     def __init__(self, load: LoadSpec, job: batch.Job, batch_size: str | int, die_once: str | None = None):
         from .loader import load_model
 
-        self.loaded = load_model(
-            load.model,
-            device=load.device,
-            dtype=load.dtype,
-            quantize=load.quantize,
-            eva_weights=load.eva_weights,
-            long_video=load.long_video,
-        )
-        self.job, self.die_once = job, die_once
+        self.job, self.die_once, self.failed = job, die_once, None
+        try:
+            self.loaded = load_model(
+                load.model,
+                device=load.device,
+                dtype=load.dtype,
+                quantize=load.quantize,
+                eva_weights=load.eva_weights,
+                long_video=load.long_video,
+            )
+        except LlamaVidError as exc:  # every row reports it: no restart loop, the run ends with exit 1
+            self.failed = exc
+            return
         self.batch_size = batch.auto_batch_size(self.loaded, batch_size)
 
     def __call__(self, rows: dict) -> dict:
@@ -146,7 +150,11 @@ class Summarizer:
             os._exit(1)  # the test hook: see the module docstring
         sources = [Path(str(p)) for p in rows["path"]]
         out: dict[str, list[str]] = {"path": [], "answer": [], "error": [], "notes": []}
-        for outcome in batch.summarize(self.loaded, sources, self.job, batch_size=self.batch_size):
+        if self.failed is not None:
+            outcomes = [batch.Outcome(source, error=self.failed) for source in sources]
+        else:
+            outcomes = batch.summarize(self.loaded, sources, self.job, batch_size=self.batch_size)
+        for outcome in outcomes:
             out["path"].append(str(outcome.source))
             out["answer"].append(json.dumps(outcome.answer) if outcome.answer is not None else "")
             error = outcome.error

@@ -245,6 +245,10 @@ def summarize(
         sampling, request = frames.sampling(), subs.request()
         model = pick_model(out, models.model, videos, sampling, generation.max_new_tokens)
         pipeline.check_transcribe(model, models.long_video, request)
+        if Path(model).expanduser().exists():  # a local folder is checked here; a hub id where it loads
+            from ..loader import identify
+
+            identify(model)
         job = batch.Job(prompt, sampling, generation.settings(), run_opts.use_cache, run_opts.fit, request)
         load = ray_batch.LoadSpec(
             model, models.device, models.dtype, models.quantize, models.eva_weights, models.long_video
