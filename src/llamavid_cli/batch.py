@@ -78,6 +78,13 @@ _END = object()  # a video's frames are all in the queue
 
 
 @dataclass
+class _Crash:
+    """What stopped the decoder thread unexpectedly, for the model thread to raise."""
+
+    exc: Exception
+
+
+@dataclass
 class _Opened:
     source: Path
     opened: pipeline.Opened | None = None
@@ -122,6 +129,12 @@ class Decoder:
         return False
 
     def _run(self) -> None:
+        try:
+            self._decode_all()
+        except Exception as exc:  # noqa: BLE001  (handed to the model thread, which raises it: no silent hang)
+            self._put(_Crash(exc))
+
+    def _decode_all(self) -> None:
         for source in self.sources:
             item = _Opened(source)
             try:
@@ -163,14 +176,20 @@ class Decoder:
         """Each source in order; a video to encode carries `frames`, which the caller must read
         to the end (or `drain`) before the next one."""
         for _ in self.sources:
-            item = self.queue.get()
+            item = self._get()
             if item.opened is not None and item.opened.ready is None:
                 item.frames = Frames(self._frames(), item.warnings)
             yield item
 
+    def _get(self) -> object:
+        got = self.queue.get()
+        if isinstance(got, _Crash):
+            raise got.exc
+        return got
+
     def _frames(self) -> Iterator:
         while True:
-            got = self.queue.get()
+            got = self._get()
             if got is _END:
                 return
             if isinstance(got, LlamaVidError):
