@@ -68,7 +68,7 @@ def child(args: argparse.Namespace) -> None:
     sources = sorted(Path(args.folder).iterdir())
     generation = pipeline.GenerationSettings(temperature=0, max_new_tokens=args.max_new_tokens)
     job = batch.Job(PROMPT, pipeline.Sampling(fps=args.fps), generation, use_cache=False)
-    live = None
+    live = waited = None
     started = time.perf_counter()
     if args.mode == "sequential":  # the loop summarize ran before: decode, tower, answer, next
         done = 0
@@ -81,6 +81,7 @@ def child(args: argparse.Namespace) -> None:
         outcomes = list(batch.summarize(loaded, sources, job, batch_size=args.batch_size, decoder=decoder))
         done = sum(o.answer is not None for o in outcomes)
         live = decoder.live.peak
+        waited = round(decoder.waited, 3)
     took = time.perf_counter() - started
     print(
         json.dumps(
@@ -93,6 +94,7 @@ def child(args: argparse.Namespace) -> None:
                 "videos_per_min": round(60 * done / took, 2),
                 "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
                 "peak_decoded_batches": live,
+                "model_waited_s": waited,
             }
         )
     )
@@ -159,6 +161,12 @@ def main() -> None:
     for mode, result in best.items():
         rate = result["videos_per_min"]
         print(f"{mode:<20}{rate:>12.2f}{rate / seq:>14.2f}x{result['peak_rss_mb']:>13.1f}")
+    for mode in ("pipelined", "pipelined+batched"):
+        r = best[mode]
+        side = "decoding" if r["model_waited_s"] > 0.5 * r["seconds"] else "the model"
+        print(
+            f"{mode}: the model waited {r['model_waited_s']:.1f} of {r['seconds']:.1f} s for the decoder: {side} is the bottleneck"
+        )
     print(f"\n{'batch':>6}{'depth':>7}{'videos/min':>12}{'peak RSS MB':>13}{'decoded batches alive (max)':>29}")
     for r in sweep:
         print(

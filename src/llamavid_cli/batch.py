@@ -104,6 +104,7 @@ class Decoder:
         self.loaded, self.sources, self.job = loaded, list(sources), job
         self.queue: queue.Queue = queue.Queue(maxsize=depth)
         self.live = Live()
+        self.waited = 0.0  # seconds the model thread spent waiting for decoded frames
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="llamavid-decoder", daemon=True)
 
@@ -182,7 +183,9 @@ class Decoder:
             yield item
 
     def _get(self) -> object:
+        started = time.perf_counter()
         got = self.queue.get()
+        self.waited += time.perf_counter() - started  # the model idle, waiting for the decoder
         if isinstance(got, _Crash):
             raise got.exc
         return got
