@@ -17,6 +17,7 @@ import threading
 import time
 import weakref
 from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -239,13 +240,31 @@ def summarize(
         raise UsageError("--batch-size must be at least 1")
     decoder = decoder or Decoder(loaded, sources, job, depth)
     slots: list[Outcome | _Ready] = []
-    with decoder:
+    with decoder, _core_for_decoder(loaded):
         for item in decoder:
             slots.append(_encode(loaded, item, job))
             if sum(isinstance(s, _Ready) for s in slots) >= batch_size:
                 yield from _answer(loaded, slots, job)
                 slots = []
         yield from _answer(loaded, slots, job)
+
+
+@contextmanager
+def _core_for_decoder(loaded: Loaded) -> Iterator[None]:
+    """On the CPU, PyTorch's intra-op threads one fewer while the decoder thread runs: with all
+    cores taken by OpenMP workers that spin while they wait, the decoder's thread made a 2-core
+    run 2–5x slower than no pipelining (bench/summarize.py); with one core left to it, faster."""
+    import torch
+
+    threads = torch.get_num_threads()
+    if loaded.device.type != "cpu" or threads < 2:
+        yield
+        return
+    torch.set_num_threads(threads - 1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
 
 
 def _encode(loaded: Loaded, item: _Opened, job: Job) -> Outcome | _Ready:
