@@ -3,7 +3,8 @@ per-frame context and content tokens (method.md §2–§5), into one `EncodedVid
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -35,17 +36,26 @@ def source_info(path: Path) -> dict:
     }
 
 
-def _pixel_batches(
+@dataclass
+class Frames:
+    """Decoded frames arriving from elsewhere (a batch's decoder thread): uint8 batches
+    [b,S,S,3] with their timestamps, and the decoder's warnings, filled in as it goes."""
+
+    batches: Iterable[tuple[np.ndarray, list[float]]]
+    warnings: list[str] = field(default_factory=list)
+
+
+def frame_batches(
     loaded: Loaded, path: Path, sampling: Sampling, warnings: list[str]
-) -> Iterator[tuple[torch.Tensor, list[float]]]:
-    """Normalised pixel batches [b,3,S,S] on the model's device, with their timestamps."""
+) -> Iterator[tuple[np.ndarray, list[float]]]:
+    """The CPU half of encoding: decoded, resized uint8 batches [b,S,S,3] with their timestamps
+    (no model is touched, so a batch can run it ahead in a thread)."""
     size = loaded.config.vision.image_size
-    device, dtype = loaded.model.vision_device, loaded.model.vision_dtype
     if video.is_image(path):
         image = video.load_image(path)
         if loaded.config.pad_images:
             image = pixels.pad_to_square(image)
-        yield pixels.normalize(pixels.resize_and_crop(image, size)[None], device, dtype), [0.0]
+        yield pixels.resize_and_crop(image, size)[None], [0.0]
         return
     batch, stamps = [], []
     frames = video.iter_frames(path, sampling, size=size, on_warning=warnings.append)
@@ -53,10 +63,20 @@ def _pixel_batches(
         batch.append(frame.image)
         stamps.append(frame.time)
         if len(batch) == DECODE_BATCH:
-            yield pixels.normalize(np.stack(batch), device, dtype), stamps
+            yield np.stack(batch), stamps
             batch, stamps = [], []
     if batch:
-        yield pixels.normalize(np.stack(batch), device, dtype), stamps
+        yield np.stack(batch), stamps
+
+
+def _pixel_batches(
+    loaded: Loaded, path: Path, sampling: Sampling, warnings: list[str], frames: Frames | None = None
+) -> Iterator[tuple[torch.Tensor, list[float]]]:
+    """Normalised pixel batches [b,3,S,S] on the model's device, with their timestamps."""
+    device, dtype = loaded.model.vision_device, loaded.model.vision_dtype
+    batches = frames.batches if frames is not None else frame_batches(loaded, path, sampling, warnings)
+    for batch, stamps in batches:
+        yield pixels.normalize(batch, device, dtype), stamps
 
 
 def encode_source(
@@ -68,14 +88,16 @@ def encode_source(
     keep_features: bool = False,
     on_frames: Callable[[int], None] | None = None,
     info: dict | None = None,
+    frames: Frames | None = None,
 ) -> EncodedVideo:
-    """Video or image → context and content tokens for `instruction` (features kept on request)."""
+    """Video or image → context and content tokens for `instruction` (features kept on request);
+    `frames`: the source decoded elsewhere (a batch's decoder thread), else decoded here."""
     sampling = sampling or Sampling()
     path = Path(path)
-    warnings: list[str] = []
+    warnings: list[str] = frames.warnings if frames is not None else []
     model = loaded.model
     contexts, contents, stamps, kept = [], [], [], []
-    for batch, times in _pixel_batches(loaded, path, sampling, warnings):
+    for batch, times in _pixel_batches(loaded, path, sampling, warnings, frames):
         features = model.vision_features(batch)  # (b, 1+P, V)
         tokens = model.frame_tokens(features, instruction, long_video=loaded.long_video)
         _check_finite(path, times, features, tokens)

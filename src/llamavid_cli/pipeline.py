@@ -19,7 +19,7 @@ from .config import read_config
 from .context import build_prompt, context_error  # noqa: F401  (build_prompt re-exported for callers)
 from .defaults import AUTO_MODEL, DEFAULT_PROMPT  # noqa: F401  (re-exported: pipeline.AUTO_MODEL)
 from .encoded import EncodedVideo
-from .encoder import DECODE_BATCH, NO_FRAMES, encode_source, source_info  # noqa: F401  (re-exported)
+from .encoder import DECODE_BATCH, NO_FRAMES, Frames, encode_source, source_info  # noqa: F401  (re-exported)
 from .errors import LlamaVidError, UsageError, VideoError
 from .loader import Loaded
 from .model.llamavid import IMAGE_PLACEHOLDER, CallbackStreamer
@@ -27,6 +27,8 @@ from .video import Sampling  # (frame choice is video.py's; callers know it as p
 from .vidtok import is_vidtok  # noqa: F401  (callers ask pipeline.is_vidtok; sniffing is vidtok.py's)
 
 if TYPE_CHECKING:
+    import torch
+
     from .evidence import Evidence
 
 # Given the number of frames about to be decoded, a context manager around the decoding that
@@ -115,6 +117,8 @@ def prepare(
     use_cache: bool = True,
     progress: FrameProgress | None = None,
     subs: SubtitleRequest | None = None,
+    opened: Opened | None = None,
+    frames: Frames | None = None,
 ) -> EncodedVideo:
     """Open a source (see `_prepare`) and attach its subtitles where they will be used.
 
@@ -127,7 +131,16 @@ def prepare(
         notes.append(f"--transcribe skipped: {TRANSCRIBE_UNUSED}")
     if subs.file and not loaded.long_video:
         notes.append("subtitles are only read by the long-video prompt; pass --long-video to use them")
-    prepared = _prepare(loaded, Path(path), sampling, question=question, use_cache=use_cache, progress=progress)
+    prepared = _prepare(
+        loaded,
+        Path(path),
+        sampling,
+        question=question,
+        use_cache=use_cache,
+        progress=progress,
+        opened=opened,
+        frames=frames,
+    )
     cues = prepared.cues
     if subs.file or subs.transcribe or (loaded.long_video and not prepared.cues):
         cues = tuple(gather_cues(Path(path), subs, prepared.cues, on_note=notes.append))
@@ -177,20 +190,21 @@ def gather_cues(
     return cues
 
 
-def _prepare(
-    loaded: Loaded,
-    path: Path,
-    sampling: Sampling | None = None,
-    *,
-    question: str | None = None,
-    use_cache: bool = True,
-    progress: FrameProgress | None = None,
-) -> EncodedVideo:
-    """Open a .vidtok, or decode a video/image, into something questions can be asked of.
+@dataclass(frozen=True)
+class Opened:
+    """A source looked at without decoding (`open_source`): ready (`ready`: a .vidtok or a
+    cache hit) or still to encode with `sampling`, `info` its hashed source description."""
 
-    Videos go through the encode cache: a hit skips decoding and the vision tower; a miss
-    encodes with features and stores them, so later questions are exact and fast. Without the
-    cache, `question` (if given) gets its tokens and no features are kept (one-shot `ask`)."""
+    path: Path
+    sampling: Sampling
+    ready: EncodedVideo | None = None
+    info: dict | None = None
+    cacheable: bool = False
+
+
+def open_source(loaded: Loaded, path: Path, sampling: Sampling | None = None, *, use_cache: bool = True) -> Opened:
+    """The light first half of `_prepare`: read a .vidtok, or hash a video and look it up in the
+    cache. A batch runs this ahead in its decoder thread, so a hit is never decoded."""
     path = Path(path)
     sampling = sampling or Sampling()
     if is_vidtok(path):
@@ -202,18 +216,46 @@ def _prepare(
                 f"({stored.prompt!r}); encode with --keep-features for question-specific context"
             )
             stored = replace(stored, notes=(note,))
-        return stored
+        return Opened(path, sampling, ready=stored)
     cacheable = use_cache and not video.is_image(path)
-    info = None
-    if cacheable:
-        info = source_info(path)
-        hit = cached(loaded, info, sampling)
-        if hit is not None:
-            return hit
+    if not cacheable:
+        return Opened(path, sampling)
+    info = source_info(path)
+    return Opened(path, sampling, ready=cached(loaded, info, sampling), info=info, cacheable=True)
+
+
+def _prepare(
+    loaded: Loaded,
+    path: Path,
+    sampling: Sampling | None = None,
+    *,
+    question: str | None = None,
+    use_cache: bool = True,
+    progress: FrameProgress | None = None,
+    opened: Opened | None = None,
+    frames: Frames | None = None,
+) -> EncodedVideo:
+    """Open a .vidtok, or decode a video/image, into something questions can be asked of.
+
+    Videos go through the encode cache: a hit skips decoding and the vision tower; a miss
+    encodes with features and stores them, so later questions are exact and fast. Without the
+    cache, `question` (if given) gets its tokens and no features are kept (one-shot `ask`).
+    `opened` is `open_source`'s result when done already; `frames` the source decoded elsewhere."""
+    opened = opened or open_source(loaded, path, sampling, use_cache=use_cache)
+    if opened.ready is not None:
+        return opened.ready
+    path, sampling, info, cacheable = opened.path, opened.sampling, opened.info, opened.cacheable
     keep = cacheable or question is None
     with progress(expected_frames(path, sampling)) if progress else nullcontext() as advance:
         encoded = encode_source(
-            loaded, path, question or DEFAULT_PROMPT, sampling, keep_features=keep, on_frames=advance, info=info
+            loaded,
+            path,
+            question or DEFAULT_PROMPT,
+            sampling,
+            keep_features=keep,
+            on_frames=advance,
+            info=info,
+            frames=frames,
         )
     if cacheable:
         try:
@@ -280,6 +322,32 @@ def check_sampling(path: Path, sampling: Sampling) -> int | None:
     return frames
 
 
+def answer_inputs(
+    loaded: Loaded,
+    prepared: EncodedVideo,
+    question: str,
+    history: list[tuple[str, str]] | None,
+    max_new_tokens: int,
+) -> tuple[list[int], torch.Tensor, int]:
+    """What the LLM reads for one question: prompt ids with placeholders, the visual rows
+    [T,H] and the frame count; a ContextLengthError when they and the answer do not fit."""
+    tokens = prepared.tokens_for(loaded, question)
+    visual = tokens.sequence()
+    per_frame = subtitles.align(prepared.cues, prepared.timestamps) if loaded.long_video else None
+    prompt_ids = build_prompt(loaded, question, tokens.num_frames, history, per_frame)
+    used = sum(1 for i in prompt_ids if i != IMAGE_PLACEHOLDER) + visual.shape[0]
+    if used + max_new_tokens > loaded.config.context_length:
+        raise context_error(loaded, tokens.num_frames, question, history, max_new_tokens, prepared.cues)
+    return prompt_ids, visual, tokens.num_frames
+
+
+def answer_object(result: Answer, loaded: Loaded) -> dict:
+    """The answer object `ask --json` and `summarize --json` print (docs/json.md)."""
+    from .loader import describe
+
+    return {**result.as_dict(), **describe(loaded)}
+
+
 def answer(
     loaded: Loaded,
     prepared: EncodedVideo,
@@ -298,13 +366,7 @@ def answer(
         raise UsageError("the question is empty")
     generation = generation or GenerationSettings()
     started = time.perf_counter()
-    tokens = prepared.tokens_for(loaded, question)
-    visual = tokens.sequence()
-    per_frame = subtitles.align(prepared.cues, prepared.timestamps) if loaded.long_video else None
-    prompt_ids = build_prompt(loaded, question, tokens.num_frames, history, per_frame)
-    used = sum(1 for i in prompt_ids if i != IMAGE_PLACEHOLDER) + visual.shape[0]
-    if used + generation.max_new_tokens > loaded.config.context_length:
-        raise context_error(loaded, tokens.num_frames, question, history, generation.max_new_tokens, prepared.cues)
+    prompt_ids, visual, num_frames = answer_inputs(loaded, prepared, question, history, generation.max_new_tokens)
     encoded_at = time.perf_counter()
     first: list[float] = []
 
@@ -321,8 +383,9 @@ def answer(
     if evidence:
         from . import evidence as relevance
 
-        positions = relevance.frame_positions(prompt_ids, tokens.num_frames, 1 + tokens.content.shape[1])
-        capture = relevance.Capture(positions, tokens.num_frames)
+        per_frame = visual.shape[0] // num_frames  # the context token and the content token(s)
+        positions = relevance.frame_positions(prompt_ids, num_frames, per_frame)
+        capture = relevance.Capture(positions, num_frames)
     with capture.attached(loaded.model.llm) if capture is not None else nullcontext():
         result = loaded.model.generate(
             prompt_ids,
@@ -342,7 +405,7 @@ def answer(
         answer=loaded.tokenizer.decode(result.output_ids).strip(),
         source=source or prepared.source.get("name", ""),
         model=loaded.name,
-        frames=tokens.num_frames,
+        frames=num_frames,
         duration=prepared.source.get("duration"),
         prompt_ids=prompt_ids,
         output_ids=result.output_ids,

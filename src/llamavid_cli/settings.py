@@ -50,6 +50,11 @@ ENVIRONMENT: dict[str, str] = {
     "NO_COLOR": "Set to anything to print no colour.",
     "HF_HOME": "Hugging Face folder; downloaded checkpoints live in its hub/ cache.",
     "HF_HUB_OFFLINE": "Set to 1 to never reach the network: only checkpoints already in the cache are used.",
+    "RAY_TMPDIR": "Where the local Ray that summarize --ray starts keeps its session files (Ray's own; default /tmp).",
+    "RAY_BACKEND_LOG_LEVEL": "Ray's C++ log level; summarize --ray sets fatal unless given (info shows Ray's notices).",
+    "RAY_USAGE_STATS_ENABLED": "Ray's usage statistics; summarize --ray sets 0 (off) unless given.",
+    "LLAMAVID_TEST_RAY_DIE_ONCE": "Test hook: a file path; the first summarize --ray actor call that does not find "
+    "it creates it and kills its own process, so tests see Ray retry.",
 }
 
 # Files llamavid reads or writes, for the man page's FILES section.

@@ -113,7 +113,7 @@ def existing_file(path: Path, expected: str = "a video, image or .vidtok file") 
 
 
 def answer_json(result: Answer, loaded: Loaded) -> dict:
-    """The answer object `ask --json` and `summarize --json` print (docs/json.md)."""
-    from ..loader import describe
+    """The answer object `ask --json` and `summarize --json` print (docs/json.md): `pipeline.answer_object`."""
+    from ..pipeline import answer_object
 
-    return {**result.as_dict(), **describe(loaded)}
+    return answer_object(result, loaded)

@@ -5,9 +5,10 @@ from __future__ import annotations
 import glob
 import json
 import zlib
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path, PurePath
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 
@@ -15,8 +16,11 @@ from ..defaults import AUTO_MODEL
 from ..errors import LlamaVidError, UsageError
 from ..paths import is_regular, reason, regular_file, write_text
 from . import options as o
-from .common import answer_json, check_cache_size, start
+from .common import check_cache_size, pick_model, start
 from .output import Output, about, failure
+
+if TYPE_CHECKING:
+    from .. import batch
 
 SUMMARY_PROMPT = "Summarize this video: what happens, who appears and where it takes place."
 FORMATS = ("txt", "md", "json")
@@ -168,6 +172,28 @@ def summarize(
         bool, typer.Option("--skip-existing", help="Skip videos whose output file exists (resume).")
     ] = False,
     shard_spec: Annotated[Optional[str], typer.Option("--shard", help="Process only part I of N, e.g. 2/4.")] = None,
+    batch_size: Annotated[
+        str,
+        typer.Option(
+            "--batch-size",
+            help="Answers generated together: N, or auto (from free GPU memory; 1 on the CPU).",
+        ),
+    ] = "auto",
+    use_ray: Annotated[
+        bool,
+        typer.Option(
+            "--ray", help="Run on a Ray cluster (pip install 'llamavid-cli[ray]'); a local one unless --ray-address."
+        ),
+    ] = False,
+    ray_address: Annotated[
+        Optional[str],
+        typer.Option(
+            "--ray-address",
+            metavar="ADDRESS",
+            help="The Ray cluster's head (host:6379, ray://host:10001, auto); implies --ray.",
+            show_default=False,
+        ),
+    ] = None,
     models: o.ModelOptions = o.ModelOptions(),
     subs: o.TranscribeOptions = o.TranscribeOptions(),
     generation: o.GenerationOptions = o.GenerationOptions(),
@@ -177,18 +203,24 @@ def summarize(
 ) -> None:
     """Summarise many videos; a failing file is reported and the batch goes on (exit 1 if any failed).
 
+    The next videos are decoded while the model answers the current ones, and --batch-size
+    answers are generated together; --ray spreads the batch over a Ray cluster.
+
     Examples:
 
       llamavid summarize ~/Videos/trip --recursive --out-dir summaries --format md
 
       llamavid summarize 'clips/*.mp4' --json --shard 1/2 > part1.jsonl
+
+      llamavid summarize /shared/talks -r --out-dir /shared/summaries --skip-existing --ray-address auto
     """
-    from .. import pipeline
+    from .. import batch, pipeline
 
     if fmt not in FORMATS:
         raise typer.BadParameter(f"{fmt!r} is not one of {', '.join(FORMATS)}", param_hint="--format")
     if skip_existing and not out_dir:
         raise UsageError("--skip-existing needs --out-dir (it skips videos whose summary file is there)")
+    size = batch.parse_batch_size(batch_size)
     out = Output(json_out)
     if run_opts.use_cache:
         check_cache_size()
@@ -207,29 +239,58 @@ def summarize(
         return
     # one model for the batch: with --model auto, the long one if any video needs it
     videos = [f for f in files if not pipeline.is_vidtok(f)] if models.model == AUTO_MODEL else []
-    run = start(out, models, frames, subs, choose_for=videos, max_new_tokens=generation.max_new_tokens)
-    loaded, settings = run.loaded, generation.settings()
+    if use_ray or ray_address:
+        from .. import ray_batch
+
+        sampling, request = frames.sampling(), subs.request()
+        model = pick_model(out, models.model, videos, sampling, generation.max_new_tokens)
+        pipeline.check_transcribe(model, models.long_video, request)
+        if Path(model).expanduser().exists():  # a local folder is checked here; a hub id where it loads
+            from ..loader import identify
+
+            identify(model)
+        job = batch.Job(prompt, sampling, generation.settings(), run_opts.use_cache, run_opts.fit, request)
+        load = ray_batch.LoadSpec(
+            model, models.device, models.dtype, models.quantize, models.eva_weights, models.long_video
+        )
+        with out.status(f"Connecting to Ray at {ray_address}…" if ray_address else "Starting a local Ray…"):
+            cluster = ray_batch.connect(ray_address)
+        try:
+            out.info(cluster.describe())
+            outcomes = ray_batch.summarize(cluster, files, job, load, batch_size=size)
+            failed = report(out, outcomes, len(files), written, fmt, json_out)
+        finally:
+            ray_batch.disconnect()
+    else:
+        run = start(out, models, frames, subs, choose_for=videos, max_new_tokens=generation.max_new_tokens)
+        job = batch.Job(prompt, run.sampling, generation.settings(), run_opts.use_cache, run_opts.fit, run.subs)
+        outcomes = batch.summarize(run.loaded, files, job, batch_size=batch.auto_batch_size(run.loaded, size))
+        failed = report(out, outcomes, len(files), written, fmt, json_out)
+    out.info(
+        f"{len(files) - len(failed)} of {len(files)} summarised"
+        + (f"; failed: {', '.join(map(str, failed))}" if failed else "")
+    )
+    if failed:
+        raise typer.Exit(1)
+
+
+def report(
+    out: Output, outcomes: Iterable[batch.Outcome], total: int, written: dict[Path, Path], fmt: str, json_out: bool
+) -> list[Path]:
+    """The one place a batch's results are written, local or on Ray: the summary file under
+    --out-dir, the JSON Lines record or text on stdout, errors and notes on stderr, the bar.
+    Returns the sources that failed."""
     failed: list[Path] = []
     with out.progress() as bar:
-        task = bar.add_task("videos", total=len(files), rate="")
-        for source in files:
+        task = bar.add_task("videos", total=total, rate="")
+        for outcome in outcomes:
+            source, answer = outcome.source, outcome.answer
+            for note in outcome.notes:
+                bar.console.print(f"Warning: {about(source, note)}", markup=False)
             try:
-                pipeline.check_source(source)  # a damaged .vidtok is named as one, not as a video
-                result = pipeline.ask(
-                    loaded,
-                    source,
-                    prompt,
-                    sampling=run.sampling,
-                    generation=settings,
-                    use_cache=run_opts.use_cache,
-                    fit=run_opts.fit,
-                    subs=run.subs,
-                    on_note=lambda note, source=source: bar.console.print(
-                        f"Warning: {about(source, note)}", markup=False
-                    ),
-                )
-                answer = answer_json(result, loaded)
-                if out_dir:
+                if outcome.error is not None:
+                    raise outcome.error
+                if written:
                     write_summary(written[source], source, answer, fmt)
             except LlamaVidError as exc:
                 failed.append(source)
@@ -238,16 +299,11 @@ def summarize(
                 bar.console.print(f"Error: {about(source, str(exc))}", markup=False)
                 bar.advance(task)
                 continue
-            if json_out or (fmt == "json" and not out_dir):
+            if json_out or (fmt == "json" and not written):
                 out.json(answer)
-            elif fmt == "md" and not out_dir:
+            elif fmt == "md" and not written:
                 out.result(f"# {source}\n\n{answer['answer']}\n")
-            elif not out_dir:
+            elif not written:
                 out.result(f"== {source} ==\n{answer['answer']}\n")
             bar.advance(task)
-    out.info(
-        f"{len(files) - len(failed)} of {len(files)} summarised"
-        + (f"; failed: {', '.join(map(str, failed))}" if failed else "")
-    )
-    if failed:
-        raise typer.Exit(1)
+    return failed

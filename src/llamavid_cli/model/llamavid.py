@@ -269,6 +269,55 @@ class LlamaVid(nn.Module):
         ids = out[0].tolist()
         return Generation(output_ids=ids, stopped=bool(ids) and ids[-1] == eos)
 
+    @torch.inference_mode()
+    def generate_batch(
+        self,
+        prompts: list[list[int]],
+        visuals: list[torch.Tensor | None],
+        *,
+        max_new_tokens: int = 512,
+        temperature: float = 0.2,
+        top_p: float = 0.7,
+        seed: int | None = None,
+    ) -> list[Generation]:
+        """`generate` for several prompts at once: each embedded as `generate` embeds it, left-padded
+        to the longest with the pad token's embedding, masked out (attention_mask 0) and numbered
+        from 0 at its first real token (position ids = cumsum of the mask − 1, what transformers
+        derives for unpadded prompts), so greedy float32 answers equal one-at-a-time ones. A
+        sequence that has stopped is padded with pad id 0 until the others finish."""
+        width = self.config.llm.hidden_size
+        embedded = [
+            self.embed_prompt(ids, v if v is not None else torch.zeros(0, width))[0] for ids, v in zip(prompts, visuals)
+        ]
+        longest = max(e.shape[0] for e in embedded)
+        pad_row = self.llm.get_input_embeddings()(torch.tensor([0], device=self.llm_device))  # [1,H]
+        embeds = torch.stack([torch.cat([pad_row.expand(longest - e.shape[0], -1), e]) for e in embedded])
+        mask = torch.zeros(embeds.shape[:2], dtype=torch.long, device=embeds.device)
+        for row, e in enumerate(embedded):
+            mask[row, longest - e.shape[0] :] = 1
+        positions = (mask.cumsum(-1) - 1).masked_fill(mask == 0, 0)
+        sampling: dict = {"do_sample": False}
+        if temperature > 0:
+            sampling = {"do_sample": True, "temperature": temperature, "top_p": top_p, "top_k": 50}
+        if seed is not None:
+            torch.manual_seed(seed)
+        eos = self.config.llm.eos_token_id
+        out = self.llm.generate(
+            inputs_embeds=embeds,
+            attention_mask=mask,
+            position_ids=positions,
+            max_new_tokens=max_new_tokens,
+            eos_token_id=eos,
+            pad_token_id=0,
+            use_cache=True,
+            **sampling,
+        )
+        results = []
+        for row in out.tolist():
+            ids = row[: row.index(eos) + 1] if eos in row else row
+            results.append(Generation(output_ids=ids, stopped=bool(ids) and ids[-1] == eos))
+        return results
+
 
 class CallbackStreamer(BaseStreamer):
     """Feeds decoded text to `on_text` as tokens arrive, holding back incomplete UTF-8 pieces."""
