@@ -134,14 +134,16 @@ class Capture:
             return torch.zeros(0, self.num_frames)
         return torch.stack([self._mass[k][: self.num_frames].cpu() for k in sorted(self._mass)])
 
-    def scores(self, layers: str = LAYERS) -> list[float]:
+    def scores(self, layers: str | None = None) -> list[float]:
         """Per-frame relevance: mass averaged over heads, rows and `layers`, normalised over frames."""
         return normalise(self.layer_mass(), layers)
 
 
-def normalise(layer_mass: torch.Tensor, layers: str = LAYERS) -> list[float]:
-    """[layers, F] mass → F scores summing to 1 (uniform when nothing was captured)."""
+def normalise(layer_mass: torch.Tensor, layers: str | None = None) -> list[float]:
+    """[layers, F] mass → F scores summing to 1 (uniform when nothing was captured); `layers`
+    defaults to LAYERS."""
     frames = layer_mass.shape[-1]
+    layers = layers or LAYERS
     if layers == "upper":
         layer_mass = layer_mass[layer_mass.shape[0] // 2 :]
     elif layers != "all":
