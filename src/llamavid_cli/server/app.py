@@ -244,7 +244,7 @@ async def _sse(
                 yield data(schemas.chunk(ident, created, loaded.name, {"content": value}))
             elif kind == "done":
                 used = schemas.usage(len(value.prompt_ids), len(value.output_ids))
-                extra = {"llamavid": answer_json(value, loaded)}
+                extra = {"llamavid": answer_json(value, loaded), "llamavid_notes": value.notes}
                 yield data(schemas.chunk(ident, created, loaded.name, {}, _finish(value, loaded), **extra))
                 if include_usage:
                     yield data({**schemas.chunk(ident, created, loaded.name, {}), "choices": [], "usage": used})
