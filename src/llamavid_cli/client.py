@@ -140,3 +140,37 @@ class Remote:
 def sampling_fields(sampling: Any) -> dict[str, Any]:
     """video.Sampling as the request's fields (`fps`, `max_frames`, `start`, `end`)."""
     return {k: v for k, v in sampling.as_dict().items() if v is not None}
+
+
+class RemoteChat:
+    """`chat --server`: the conversation is kept here, each turn answered by the server (whose
+    encode cache keeps the video's features, so only the first turn decodes it)."""
+
+    def __init__(self, remote: Remote, source: Path, *, sampling: Any, generation: Any, fit: bool, use_cache: bool):
+        self.remote, self.source, self.generation = remote, source, generation
+        self.sampling, self.fit, self.use_cache = sampling, fit, use_cache
+        self.history: list[tuple[str, str]] = []
+        self.model, self.frames = "", None
+
+    def ask(self, question: str, on_text: Callable[[str], None] | None = None) -> dict:
+        answer = self.remote.ask(
+            self.source,
+            question,
+            history=self.history,
+            sampling=sampling_fields(self.sampling),
+            generation=self.generation,
+            fit=self.fit,
+            use_cache=self.use_cache,
+            on_text=on_text,
+        )
+        self.history.append((question, answer["answer"].strip()))
+        self.model, self.frames = answer["model"], answer["frames"]
+        return answer
+
+    def reset(self) -> None:
+        self.history = []
+
+    def save(self, path: Path) -> Path:
+        from .transcripts import save
+
+        return save(path, str(self.source), self.model, self.history)

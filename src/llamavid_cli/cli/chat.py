@@ -13,11 +13,12 @@ import typer
 
 from .. import settings
 from . import options as o
-from .common import existing_file, start
+from .common import existing_file, remote, start
 from .output import Output
 
 if TYPE_CHECKING:
     from ..chat import ChatSession
+    from ..client import Remote
 
 HELP = """Commands:
   /reset        forget the conversation (the video stays loaded)
@@ -77,6 +78,7 @@ def chat(
     generation: o.GenerationOptions = o.GenerationOptions(),
     frames: o.SamplingOptions = o.SamplingOptions(),
     run_opts: o.FitOptions = o.FitOptions(),
+    server: o.ServerOpt = None,
 ) -> None:
     """Talk about one video: each answer streams as it is generated; /help lists the commands.
 
@@ -87,6 +89,9 @@ def chat(
 
     out = Output()
     existing_file(source)
+    if server:
+        _remote(out, source, remote(server, subs), generation, frames, run_opts)
+        return
     run = start(
         out,
         models,
@@ -184,3 +189,84 @@ def _range(out: Output, session: ChatSession, args: list[str]) -> None:
         return
     session.prepared = full.select(keep)
     out.info(f"Talking about {len(keep)} frames from {start:g} s" + (f" to {end:g} s." if end is not None else "."))
+
+
+def _remote(
+    out: Output,
+    source: Path,
+    client: Remote,
+    generation: o.GenerationOptions,
+    frames: o.SamplingOptions,
+    run_opts: o.FitOptions,
+) -> None:
+    """`chat --server`: the same loop, each answer from the server; /range narrows the next requests."""
+    from dataclasses import replace
+
+    from ..client import RemoteChat
+    from ..errors import ContextLengthError, LlamaVidError
+
+    whole = frames.sampling()
+    session = RemoteChat(
+        client, source, sampling=whole, generation=generation.settings(), fit=run_opts.fit, use_cache=run_opts.use_cache
+    )
+    interactive = sys.stdin.isatty()
+    out.info(f"{source.name}: answered by {client.url}. Ask away; /help for commands.")
+    for line in _lines(interactive):
+        question = line.strip()
+        if not question:
+            continue
+        if question.startswith("/"):
+            name, _, arg = question.partition(" ")
+            if name in ("/exit", "/quit"):
+                return
+            if name == "/reset":
+                session.reset()
+                out.info("Conversation cleared.")
+            elif name == "/save" and arg.strip():
+                try:
+                    out.info(f"Saved {session.save(Path(arg.strip()).expanduser())}")
+                except OSError as exc:
+                    out.warn(f"could not save: {exc.strerror or exc}")
+            elif name == "/save":
+                out.warn("usage: /save FILE (.md transcript or .json pairs)")
+            elif name == "/range":
+                args = arg.split()
+                try:
+                    start_s = o.parse_time(args[0], "/range") if args else None
+                    end_s = o.parse_time(args[1], "/range") if len(args) > 1 else None
+                except typer.BadParameter as exc:
+                    out.warn(f"{exc.message}; usage: /range START [END]")
+                    continue
+                session.sampling = replace(whole, start=start_s, end=end_s) if args else whole
+                out.info(
+                    "Whole video."
+                    if not args
+                    else f"Talking about the part from {start_s:g} s"
+                    + (f" to {end_s:g} s." if end_s is not None else ".")
+                )
+            elif name == "/info":
+                out.info(
+                    f"source {source}, server {client.url}, model {session.model or '?'}, "
+                    f"{session.frames if session.frames is not None else '?'} frames, {len(session.history)} turns"
+                )
+            elif name == "/help":
+                out.info(HELP)
+            else:
+                out.warn(f"unknown command {name}; /help lists them")
+            continue
+        if interactive:
+            out.err.print("LLaMA-VID: ", end="", style="bold")
+        try:
+            session.ask(question, on_text=out.stream)
+        except KeyboardInterrupt:
+            out.end_stream()
+            out.info("(answer stopped)")
+            continue
+        except ContextLengthError as exc:
+            out.end_stream()
+            out.warn(f"{exc}. Type /reset to start the conversation over.")
+            continue
+        except LlamaVidError:
+            out.end_stream()
+            raise
+        out.end_stream()

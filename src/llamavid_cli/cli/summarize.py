@@ -15,7 +15,7 @@ from ..defaults import AUTO_MODEL
 from ..errors import LlamaVidError, UsageError
 from ..paths import is_regular, reason, regular_file, write_text
 from . import options as o
-from .common import answer_json, check_cache_size, start
+from .common import answer_json, check_cache_size, remote, start
 from .output import Output, about, failure
 
 SUMMARY_PROMPT = "Summarize this video: what happens, who appears and where it takes place."
@@ -149,6 +149,31 @@ def write_summary(target: Path, source: Path, answer: dict, fmt: str) -> Path:
     return write_text(target, render(source, answer, fmt) + "\n")
 
 
+def _print(out: Output, source: Path, answer: dict, fmt: str, out_dir: Path | None, json_out: bool) -> None:
+    """One video's summary on stdout (nothing with --out-dir, unless --json)."""
+    if json_out or (fmt == "json" and not out_dir):
+        out.json(answer)
+    elif fmt == "md" and not out_dir:
+        out.result(f"# {source}\n\n{answer['answer']}\n")
+    elif not out_dir:
+        out.result(f"== {source} ==\n{answer['answer']}\n")
+
+
+def _remote_answer(client, source: Path, prompt: str, sampling, settings, run_opts: o.FitOptions, bar) -> dict:
+    """One video summarised by `--server` (the same answer object as a local run)."""
+    from ..client import sampling_fields
+
+    return client.ask(
+        source,
+        prompt,
+        sampling=sampling_fields(sampling),
+        generation=settings,
+        fit=run_opts.fit,
+        use_cache=run_opts.use_cache,
+        on_note=lambda note: bar.console.print(f"Warning: {about(source, note)}", markup=False),
+    )
+
+
 @o.grouped
 def summarize(
     paths: Annotated[list[str], typer.Argument(help="Videos, folders or globs.", show_default=False)],
@@ -173,6 +198,7 @@ def summarize(
     generation: o.GenerationOptions = o.GenerationOptions(),
     frames: o.SamplingOptions = o.SamplingOptions(),
     run_opts: o.FitOptions = o.FitOptions(),
+    server: o.ServerOpt = None,
     json_out: o.JsonLinesOpt = False,
 ) -> None:
     """Summarise many videos; a failing file is reported and the batch goes on (exit 1 if any failed).
@@ -205,15 +231,26 @@ def summarize(
     if not files:
         out.info("Nothing to summarise.")
         return
-    # one model for the batch: with --model auto, the long one if any video needs it
-    videos = [f for f in files if not pipeline.is_vidtok(f)] if models.model == AUTO_MODEL else []
-    run = start(out, models, frames, subs, choose_for=videos, max_new_tokens=generation.max_new_tokens)
-    loaded, settings = run.loaded, generation.settings()
+    if server:
+        client, sampling = remote(server, subs), frames.sampling()
+    else:
+        # one model for the batch: with --model auto, the long one if any video needs it
+        videos = [f for f in files if not pipeline.is_vidtok(f)] if models.model == AUTO_MODEL else []
+        run = start(out, models, frames, subs, choose_for=videos, max_new_tokens=generation.max_new_tokens)
+        loaded = run.loaded
+    settings = generation.settings()
     failed: list[Path] = []
     with out.progress() as bar:
         task = bar.add_task("videos", total=len(files), rate="")
         for source in files:
             try:
+                if server:
+                    answer = _remote_answer(client, source, prompt, sampling, settings, run_opts, bar)
+                    if out_dir:
+                        write_summary(written[source], source, answer, fmt)
+                    _print(out, source, answer, fmt, out_dir, json_out)
+                    bar.advance(task)
+                    continue
                 pipeline.check_source(source)  # a damaged .vidtok is named as one, not as a video
                 result = pipeline.ask(
                     loaded,
@@ -238,12 +275,7 @@ def summarize(
                 bar.console.print(f"Error: {about(source, str(exc))}", markup=False)
                 bar.advance(task)
                 continue
-            if json_out or (fmt == "json" and not out_dir):
-                out.json(answer)
-            elif fmt == "md" and not out_dir:
-                out.result(f"# {source}\n\n{answer['answer']}\n")
-            elif not out_dir:
-                out.result(f"== {source} ==\n{answer['answer']}\n")
+            _print(out, source, answer, fmt, out_dir, json_out)
             bar.advance(task)
     out.info(
         f"{len(files) - len(failed)} of {len(files)} summarised"
