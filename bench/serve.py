@@ -29,9 +29,19 @@ import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "bench"))
 
-from ask import tiny_setup  # noqa: E402  (the same tiny checkpoint and clip as bench/ask.py)
+
+def tiny_setup(workdir: Path, seconds: float) -> tuple[str, Path]:
+    """A tiny checkpoint in the official layout and a generated clip, made like the tests make theirs."""
+    sys.path.insert(0, str(ROOT / "tests"))
+    import checkpoint_factory as factory
+    import media
+
+    os.environ.setdefault("HF_HOME", str(workdir / "hf"))
+    factory.install_bert_tokenizer(Path(os.environ["HF_HOME"]))
+    ckpt = factory.write_checkpoint(workdir / "tiny-ckpt")
+    clip = media.make_video(workdir / "clip.mp4", seconds=seconds, fps=25, width=320, height=180, pattern_kind="photo")
+    return str(ckpt), clip
 
 
 def questions(n: int) -> list[str]:
@@ -77,7 +87,8 @@ def time_requests(url: str, video: Path, asked: list[str], generation: dict, cac
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", help="checkpoint (default: a tiny random one)")
-    parser.add_argument("--video", type=Path, help="video (default: a generated 60 s 640x360 clip)")
+    parser.add_argument("--video", type=Path, help="video (default: a generated 320x180 clip, --seconds long)")
+    parser.add_argument("--seconds", type=float, default=20.0, help="length of the generated clip")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--dtype", default="auto")
     parser.add_argument("--questions", type=int, default=10)
@@ -87,7 +98,7 @@ def main() -> None:
     workdir = Path(tempfile.mkdtemp(prefix="llamavid-bench-serve-"))
     model, video = args.model, args.video
     if model is None or video is None:
-        tiny_model, tiny_video = tiny_setup(workdir)
+        tiny_model, tiny_video = tiny_setup(workdir, args.seconds)
         model, video = model or tiny_model, video or tiny_video
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "LLAMAVID_CACHE_DIR": str(workdir / "cache")}
     common = ["--device", args.device, "--dtype", args.dtype]

@@ -304,6 +304,9 @@ def refusals(files):
             400,
         ),  # fmt: skip
         ("empty question", {"messages": [user(clip_part, "  ")]}, KEY, 400),
+        ("zero fps", {"messages": [user(clip_part)], "fps": 0}, KEY, 400),
+        ("start after end", {"messages": [user(clip_part)], "start": "0:03", "end": 1}, KEY, 400),
+        ("not a time", {"messages": [user(clip_part)], "start": "soon"}, KEY, 422),
         (
             "a video too long for the context",
             {"messages": [user(clip_part)], "fps": 400, "max_tokens": 4000},
@@ -356,7 +359,7 @@ def test_eight_concurrent_requests_are_all_answered(server, client, files):
     assert server.wait_for(lambda h: h["queued"] == 0)["status"] == "ok"
 
 
-def test_a_disconnect_mid_stream_stops_generation_and_the_next_request_is_served(server, files):
+def test_the_next_video_decodes_during_an_answer_and_a_disconnect_stops_it(server, files):
     before = server.health()["stopped"]
     body = {"messages": [user(video_part(files["clip"]))], "temperature": 0, "max_tokens": 3000, "stream": True}
     connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=120)
@@ -364,13 +367,18 @@ def test_a_disconnect_mid_stream_stops_generation_and_the_next_request_is_served
     response = connection.getresponse()
     assert response.status == 200
     assert response.readline().startswith(b"data: ")  # the answer has started
-    connection.close()
-    response.close()
-    state = server.wait_for(lambda h: h["stopped"] == before + 1 and not h["generating"])
-    assert state["queued"] == 0
+    # the next request, a video no one has asked about (uncached): decoded while the first generates
+    fresh = {"type": "video_url", "video_url": {"url": data_url(files["secret"], "video/mp4")}}
+    with ThreadPoolExecutor(1) as pool:
+        second = pool.submit(post, server, {"messages": [user(fresh)], "max_tokens": 2, "cache": False})
+        state = server.wait_for(lambda h: h["prepared"] == 1 or not h["generating"])
+        assert state["generating"] and state["prepared"] == 1, state  # decoded before the model was free
+        connection.close()  # the client goes away mid-stream
+        response.close()
+        assert second.result()[0] == 200  # the next request is served
+    state = server.wait_for(lambda h: h["stopped"] == before + 1 and h["queued"] == 0)
     stopped = [line for line in server.lines if "stopped after" in line][-1]
     assert int(stopped.split("stopped after ")[1].split()[0]) < 3000
-    assert post(server, {"messages": [user(video_part(files["clip"]))], "max_tokens": 2})[0] == 200
 
 
 def test_a_full_queue_is_503(files, tiny_video_ckpt, tmp_path):

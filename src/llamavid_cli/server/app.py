@@ -63,6 +63,10 @@ def create_app(loaded: Loaded, policy: Policy, *, max_queue: int = 16) -> FastAP
     async def api_error(request: Request, exc: ApiError) -> JSONResponse:
         return JSONResponse(exc.body(), status_code=exc.status)
 
+    @app.exception_handler(LlamaVidError)
+    async def llamavid_error(request: Request, exc: LlamaVidError) -> JSONResponse:
+        return await api_error(request, from_llamavid(exc))
+
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
@@ -95,19 +99,21 @@ def create_app(loaded: Loaded, policy: Policy, *, max_queue: int = 16) -> FastAP
         body = await _read(request, policy)
         asked = _parse(body)
         said = turns(asked.messages)
-        media = await asyncio.to_thread(open_media, said.part, policy, uploads)
+        sampling = _sampling(asked)
+        generation = pipeline.GenerationSettings(
+            defaults.TEMPERATURE if asked.temperature is None else asked.temperature,
+            defaults.TOP_P if asked.top_p is None else asked.top_p,
+            asked.max_new_tokens(),
+            asked.seed,
+        )
+        media = await asyncio.to_thread(open_media, said.part, policy, uploads)  # last: an upload is written
         events: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
         job = Job(
             media=media,
             question=said.question,
             history=said.history,
-            sampling=_sampling(asked),
-            generation=pipeline.GenerationSettings(
-                defaults.TEMPERATURE if asked.temperature is None else asked.temperature,
-                defaults.TOP_P if asked.top_p is None else asked.top_p,
-                asked.max_new_tokens(),
-                asked.seed,
-            ),
+            sampling=sampling,
+            generation=generation,
             fit=asked.fit,
             use_cache=asked.cache,
             emit=_emitter(asyncio.get_running_loop(), events),

@@ -48,9 +48,26 @@ class Job:
         return False
 
 
+class _OneAtATime:
+    """A tokenizer called from one thread at a time: a fast (Rust) tokenizer that is given
+    `truncation=` changes its own state per call and fails ("Already borrowed") when two
+    threads call it at once, which the two workers would (each makes Q-Former queries)."""
+
+    def __init__(self, tokenizer: Any):
+        self._tokenizer, self._lock = tokenizer, threading.Lock()
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        with self._lock:
+            return self._tokenizer(*args, **kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._tokenizer, name)
+
+
 class Engine:
     def __init__(self, loaded: Loaded, max_queue: int, log: Callable[[str], None] | None = None):
         self.loaded, self.max_queue = loaded, max_queue
+        loaded.model.bert_tokenizer = _OneAtATime(loaded.model.bert_tokenizer)
         self.log = log or (lambda line: print(f"llamavid serve: {line}", file=sys.stderr, flush=True))
         self._incoming: queue.Queue[Job] = queue.Queue()
         self._ready: queue.Queue[tuple[Job, Any, float, float]] = queue.Queue(maxsize=1)
@@ -58,7 +75,7 @@ class Engine:
         # a long-video model parks its tower for the prefill (`release_vision`): no decoding meanwhile
         self._vision = threading.Lock() if loaded.long_video else None
         self.pending = 0  # submitted, not finished
-        self.generating = False
+        self.generating = self.decoding = False
         self.served = 0
         self.stopped = 0
         for target, name in ((self._prepare_loop, "llamavid-prepare"), (self._generate_loop, "llamavid-generate")):
@@ -78,7 +95,14 @@ class Engine:
         self._incoming.put(job)
 
     def status(self) -> dict:
-        return {"queued": self.pending, "generating": self.generating, "served": self.served, "stopped": self.stopped}
+        return {
+            "queued": self.pending,  # submitted and not finished, the one generating included
+            "generating": self.generating,
+            "decoding": self.decoding,
+            "prepared": self._ready.qsize(),  # decoded, waiting for the model
+            "served": self.served,
+            "stopped": self.stopped,
+        }
 
     def _done(self, job: Job) -> None:
         with self._lock:
@@ -92,6 +116,7 @@ class Engine:
                 self._done(job)
                 continue
             started = time.perf_counter()
+            self.decoding = True
             try:
                 with self._vision or nullcontext():
                     prepared = pipeline.ready(
@@ -109,6 +134,7 @@ class Engine:
                 self._done(job)
                 continue
             finally:
+                self.decoding = False
                 job.media.release()  # the tokens (and features) are all the answer needs
             self._ready.put((job, prepared, started, time.perf_counter() - started))
 
