@@ -24,7 +24,19 @@ from llamavid_cli import settings
 from llamavid_cli.cli.app import app
 
 CPU = ["--device", "cpu", "--dtype", "float32"]
-HEAVY = ("torch", "transformers", "av", "numpy", "PIL", "safetensors", "tokenizers", "sentencepiece", "huggingface_hub")
+HEAVY = (
+    "torch",
+    "transformers",
+    "av",
+    "numpy",
+    "PIL",
+    "safetensors",
+    "tokenizers",
+    "sentencepiece",
+    "huggingface_hub",
+    "fastapi",
+    "uvicorn",
+)
 IMPORT_LINE = re.compile(r"^import time:\s+\d+ \|\s+\d+ \| ( *)(\S+)$")
 ROOT = Path(__file__).resolve().parents[1]
 

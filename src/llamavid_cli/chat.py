@@ -6,12 +6,11 @@ each chat turn (method.md §5), and the history holds clean answers (no doubled 
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from . import context, paths, pipeline
+from . import context, pipeline, transcripts
 from .encoded import EncodedVideo
 from .loader import Loaded
 from .model.prompt import Conversation
@@ -74,16 +73,8 @@ class ChatSession:
         self.last = None
 
     def markdown(self) -> str:
-        lines = [f"# llamavid chat: {self.source}", "", f"Model: {self.loaded.name}", ""]
-        for question, answer in self.conversation.history:
-            lines += [f"**You:** {question}", "", f"**LLaMA-VID:** {answer}", ""]
-        return "\n".join(lines)
+        return transcripts.markdown(self.source, self.loaded.name, self.conversation.history)
 
     def save(self, path: Path) -> Path:
         """Markdown transcript, or the JSON [question, answer] pairs `ask --history` reads (.json)."""
-        path = Path(path)
-        if path.suffix == ".json":
-            text = json.dumps([list(turn) for turn in self.conversation.history], indent=2, ensure_ascii=False)
-        else:
-            text = self.markdown()
-        return paths.write_text(path, text + "\n")
+        return transcripts.save(path, self.source, self.loaded.name, self.conversation.history)

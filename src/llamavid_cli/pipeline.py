@@ -359,9 +359,11 @@ def answer(
     source: str = "",
     evidence: bool = False,
     moments: int = defaults.EVIDENCE_MOMENTS,
+    stop: Callable[[], bool] | None = None,
 ) -> Answer:
     """Answer one question about a prepared source, streaming text to `on_text`; with `evidence`,
-    also where in the video the answer drew from (`Answer.evidence`, the best `moments`)."""
+    also where in the video the answer drew from (`Answer.evidence`, the best `moments`); `stop`,
+    asked after every token, ends the answer early when true (the server's client went away)."""
     if not question.strip():
         raise UsageError("the question is empty")
     generation = generation or GenerationSettings()
@@ -395,6 +397,7 @@ def answer(
             top_p=generation.top_p,
             seed=generation.seed,
             streamer=streamer,
+            stop=stop,
         )
     done = time.perf_counter()
     found = None
@@ -442,24 +445,20 @@ def ask(
     if not question.strip():
         raise UsageError("the question is empty")
     path = Path(path)
-    subs = subs or SubtitleRequest()
     generation = generation or GenerationSettings()
     started = time.perf_counter()
-    sampling, notes = fit_source(
+    prepared = ready(
         loaded,
         path,
-        sampling,
-        question=question,
+        question,
         history=history,
-        max_new_tokens=generation.max_new_tokens,
+        sampling=sampling,
+        use_cache=use_cache,
         fit=fit,
         subs=subs,
+        max_new_tokens=generation.max_new_tokens,
+        progress=progress,
     )
-    prepared = prepare(loaded, path, sampling, question=question, use_cache=use_cache, subs=subs, progress=progress)
-    prepared, note = context.trim(
-        loaded, prepared, question=question, history=history, max_new_tokens=generation.max_new_tokens, allow=fit
-    )
-    prepared = replace(prepared, notes=(*notes, *([note] if note else []), *prepared.notes))
     for note in prepared.notes:
         if on_note:
             on_note(note)
@@ -475,6 +474,39 @@ def ask(
         evidence=evidence,
         moments=moments,
     )
+    return finish(result, prepared, started, decoded)
+
+
+def ready(
+    loaded: Loaded,
+    path: Path,
+    question: str,
+    *,
+    history: list[tuple[str, str]] | None = None,
+    sampling: Sampling | None = None,
+    use_cache: bool = True,
+    fit: bool = False,
+    subs: SubtitleRequest | None = None,
+    max_new_tokens: int = defaults.MAX_NEW_TOKENS,
+    progress: FrameProgress | None = None,
+) -> EncodedVideo:
+    """`ask`'s first half, on its own so the server can decode the next request's video while the
+    current one generates: fitted before decoding, decoded (or from the cache), trimmed to the
+    context; the notes to show in `.notes`."""
+    path = Path(path)
+    subs = subs or SubtitleRequest()
+    sampling, notes = fit_source(
+        loaded, path, sampling, question=question, history=history, max_new_tokens=max_new_tokens, fit=fit, subs=subs
+    )
+    prepared = prepare(loaded, path, sampling, question=question, use_cache=use_cache, subs=subs, progress=progress)
+    prepared, note = context.trim(
+        loaded, prepared, question=question, history=history, max_new_tokens=max_new_tokens, allow=fit
+    )
+    return replace(prepared, notes=(*notes, *([note] if note else []), *prepared.notes))
+
+
+def finish(result: Answer, prepared: EncodedVideo, started: float, decoded: float) -> Answer:
+    """`ask`'s timings (decoding counted in, from `started`) and notes on an answer from `answer`."""
     result.timings = {"encode_s": round(decoded, 4), **result.timings}
     result.timings["first_token_s"] = round(result.timings["first_token_s"] + decoded, 4)
     result.timings["total_s"] = round(time.perf_counter() - started, 4)

@@ -32,6 +32,11 @@ KEYS: dict[str, type] = {
 }
 
 
+# `llamavid serve` and the commands that talk to it (`--server`).
+SERVER_VAR = "LLAMAVID_SERVER"
+API_KEY_VAR = "LLAMAVID_API_KEY"
+
+
 def env_var(key: str) -> str:
     """The variable that sets a key's default: fps → LLAMAVID_FPS."""
     return f"LLAMAVID_{key.upper()}"
@@ -46,6 +51,8 @@ ENVIRONMENT: dict[str, str] = {
     "LLAMAVID_CACHE_SIZE": "Most the encode cache may hold, in bytes or with a unit (500M, 20G); default 20G.",
     "LLAMAVID_DATA_DIR": "Folder of chat's line history (default: the user data folder, ~/.local/share/llamavid on Linux).",
     "LLAMAVID_EVA_WEIGHTS": "LAVIS eva_vit_g.pth used when --eva-weights is not given (default: ./eva_vit_g.pth).",
+    SERVER_VAR: "Default for --server of ask, chat and summarize: the URL of a running llamavid serve (http://127.0.0.1:11435).",
+    API_KEY_VAR: "Default for llamavid serve --api-key; ask, chat and summarize send it to --server as a Bearer token.",
     "LLAMAVID_DEBUG": "Set to 1 to show tracebacks instead of one-line errors.",
     "NO_COLOR": "Set to anything to print no colour.",
     "HF_HOME": "Hugging Face folder; downloaded checkpoints live in its hub/ cache.",

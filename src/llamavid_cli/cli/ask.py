@@ -11,7 +11,7 @@ import typer
 from ..defaults import EVIDENCE_MOMENTS
 from ..errors import UsageError
 from . import options as o
-from .common import answer_json, existing_file, start
+from .common import answer_json, existing_file, remote, start
 from .output import Output
 
 
@@ -66,6 +66,7 @@ def ask(
     run_opts: o.FitOptions = o.FitOptions(),
     evidence: EvidenceOpt = False,
     moments: MomentsOpt = None,
+    server: o.ServerOpt = None,
     json_out: o.JsonOpt = False,
 ) -> None:
     """Answer one question about a video, image or .vidtok; the answer streams to stdout.
@@ -83,6 +84,22 @@ def ask(
     out = Output(json_out)
     existing_file(source)
     turns = read_history(history)
+    if server:
+        from ..client import sampling_fields
+
+        result = remote(server, subs).ask(
+            source,
+            question,
+            history=turns,
+            sampling=sampling_fields(frames.sampling()),
+            generation=generation.settings(),
+            fit=run_opts.fit,
+            use_cache=run_opts.use_cache,
+            on_text=None if json_out else out.stream,
+            on_note=out.warn,
+        )
+        out.json(result) if json_out else out.end_stream()
+        return
     run = start(
         out,
         models,

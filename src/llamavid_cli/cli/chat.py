@@ -14,11 +14,12 @@ import typer
 from .. import settings
 from ..errors import LlamaVidError
 from . import options as o
-from .common import existing_file, start
+from .common import existing_file, remote, start
 from .output import Output
 
 if TYPE_CHECKING:
     from ..chat import ChatSession
+    from ..client import Remote, RemoteChat
 
 HELP = """Commands:
   /reset        forget the conversation (the video stays loaded)
@@ -79,6 +80,7 @@ def chat(
     generation: o.GenerationOptions = o.GenerationOptions(),
     frames: o.SamplingOptions = o.SamplingOptions(),
     run_opts: o.FitOptions = o.FitOptions(),
+    server: o.ServerOpt = None,
 ) -> None:
     """Talk about one video: each answer streams as it is generated; /help lists the commands.
 
@@ -89,6 +91,9 @@ def chat(
 
     out = Output()
     existing_file(source)
+    if server:
+        _remote(out, source, remote(server, subs), generation, frames, run_opts)
+        return
     run = start(
         out,
         models,
@@ -146,16 +151,7 @@ def _command(out: Output, session: ChatSession, line: str) -> bool:
         session.reset()
         out.info("Conversation cleared.")
     elif name in ("/save", "/save!"):
-        target = Path(arg.strip()).expanduser()
-        if not arg.strip():
-            out.warn("usage: /save FILE (.md transcript or .json pairs)")
-        elif name == "/save" and target.exists():
-            out.warn(f"{target} exists: /save! {arg.strip()} replaces it")
-        else:
-            try:
-                out.info(f"Saved {session.save(target)}")
-            except LlamaVidError as exc:  # the conversation goes on: a failed save is a warning
-                out.warn(f"could not save: {exc}")
+        _save(out, session, name, arg)
     elif name == "/range":
         _range(out, session, arg.split())
     elif name == "/evidence":
@@ -193,6 +189,20 @@ def _range(out: Output, session: ChatSession, args: list[str]) -> None:
     out.info(f"Talking about {len(keep)} frames from {start:g} s" + (f" to {end:g} s." if end is not None else "."))
 
 
+def _save(out: Output, session: ChatSession | RemoteChat, name: str, arg: str) -> None:
+    """/save FILE keeps an existing file; /save! FILE replaces it."""
+    target = Path(arg.strip()).expanduser()
+    if not arg.strip():
+        out.warn("usage: /save FILE (.md transcript or .json pairs)")
+    elif name == "/save" and target.exists():
+        out.warn(f"{target} exists: /save! {arg.strip()} replaces it")
+    else:
+        try:
+            out.info(f"Saved {session.save(target)}")
+        except LlamaVidError as exc:  # the conversation goes on: a failed save is a warning
+            out.warn(f"could not save: {exc}")
+
+
 def _evidence(out: Output, session: ChatSession, arg: str) -> None:
     """The last answer's evidence, with the top N moments."""
     from ..defaults import EVIDENCE_MOMENTS
@@ -205,3 +215,79 @@ def _evidence(out: Output, session: ChatSession, arg: str) -> None:
         out.warn("no answer yet: ask a question first")
         return
     out.evidence(found.top(int(arg) if arg else EVIDENCE_MOMENTS))
+
+
+def _remote(
+    out: Output,
+    source: Path,
+    client: Remote,
+    generation: o.GenerationOptions,
+    frames: o.SamplingOptions,
+    run_opts: o.FitOptions,
+) -> None:
+    """`chat --server`: the same loop, each answer from the server; /range narrows the next requests."""
+    from dataclasses import replace
+
+    from ..client import RemoteChat
+    from ..errors import ContextLengthError, LlamaVidError
+
+    whole = frames.sampling()
+    session = RemoteChat(
+        client, source, sampling=whole, generation=generation.settings(), fit=run_opts.fit, use_cache=run_opts.use_cache
+    )
+    interactive = sys.stdin.isatty()
+    out.info(f"{source.name}: answered by {client.url}. Ask away; /help for commands.")
+    for line in _lines(interactive):
+        question = line.strip()
+        if not question:
+            continue
+        if question.startswith("/"):
+            name, _, arg = question.partition(" ")
+            if name in ("/exit", "/quit"):
+                return
+            if name == "/reset":
+                session.reset()
+                out.info("Conversation cleared.")
+            elif name in ("/save", "/save!"):
+                _save(out, session, name, arg)
+            elif name == "/range":
+                args = arg.split()
+                try:
+                    start_s = o.parse_time(args[0], "/range") if args else None
+                    end_s = o.parse_time(args[1], "/range") if len(args) > 1 else None
+                except typer.BadParameter as exc:
+                    out.warn(f"{exc.message}; usage: /range START [END]")
+                    continue
+                session.sampling = replace(whole, start=start_s, end=end_s) if args else whole
+                out.info(
+                    "Whole video."
+                    if not args
+                    else f"Talking about the part from {start_s:g} s"
+                    + (f" to {end_s:g} s." if end_s is not None else ".")
+                )
+            elif name == "/info":
+                out.info(
+                    f"source {source}, server {client.url}, model {session.model or '?'}, "
+                    f"{session.frames if session.frames is not None else '?'} frames, {len(session.history)} turns"
+                )
+            elif name == "/help":
+                out.info(HELP)
+            else:
+                out.warn(f"unknown command {name}; /help lists them")
+            continue
+        if interactive:
+            out.err.print("LLaMA-VID: ", end="", style="bold")
+        try:
+            session.ask(question, on_text=out.stream)
+        except KeyboardInterrupt:
+            out.end_stream()
+            out.info("(answer stopped)")
+            continue
+        except ContextLengthError as exc:
+            out.end_stream()
+            out.warn(f"{exc}. Type /reset to start the conversation over.")
+            continue
+        except LlamaVidError:
+            out.end_stream()
+            raise
+        out.end_stream()

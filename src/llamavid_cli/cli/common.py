@@ -12,6 +12,7 @@ from .options import ModelOptions, SamplingOptions, TranscribeOptions
 from .output import Output
 
 if TYPE_CHECKING:
+    from ..client import Remote
     from ..loader import Loaded
     from ..pipeline import Answer, SubtitleRequest
     from ..video import Sampling
@@ -58,6 +59,15 @@ def start(
         pipeline.check_sampling(check, sampling)
         pipeline.check_transcribe(model, models.long_video, request)
     return Started(load(out, model, models), sampling, request)
+
+
+def remote(server: str, subs: TranscribeOptions) -> Remote:
+    """The client for `--server` (the model options are the server's own)."""
+    from ..client import Remote
+
+    if subs.transcribe or getattr(subs, "subtitles", None):
+        raise UsageError("--subtitles and --transcribe are not sent to --server; run without --server for them")
+    return Remote(server)
 
 
 def check_cache_size() -> None:

@@ -84,6 +84,14 @@ FitOpt = Annotated[
     ),
 ]
 NoCacheOpt = Annotated[bool, typer.Option("--no-cache", help="Neither read nor write the encode cache for this run.")]
+ServerOpt = Annotated[
+    Optional[str],
+    typer.Option(
+        "--server",
+        envvar=settings.SERVER_VAR,
+        help="URL of a running llamavid serve (http://127.0.0.1:11435): it answers, no model is loaded here.",
+    ),
+]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout instead of text.")]
 JsonLinesOpt = Annotated[
     bool, typer.Option("--json", help="Print one JSON object per file on stdout (JSON Lines) instead of text.")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import glob
 import json
 import zlib
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePath
 from typing import TYPE_CHECKING, Annotated, Optional
@@ -16,7 +16,7 @@ from ..defaults import AUTO_MODEL
 from ..errors import LlamaVidError, UsageError
 from ..paths import is_regular, reason, regular_file, write_text
 from . import options as o
-from .common import check_cache_size, pick_model, start
+from .common import check_cache_size, pick_model, remote, start
 from .output import Output, about, failure
 
 if TYPE_CHECKING:
@@ -153,6 +153,32 @@ def write_summary(target: Path, source: Path, answer: dict, fmt: str) -> Path:
     return write_text(target, render(source, answer, fmt) + "\n")
 
 
+def _remote_outcomes(
+    client, files: list[Path], prompt: str, sampling, generation: o.GenerationOptions, run_opts: o.FitOptions
+) -> Iterator[batch.Outcome]:
+    """`--server`: each video summarised by the server, as the same outcomes a local batch gives."""
+    from ..batch import Outcome
+    from ..client import sampling_fields
+
+    settings = generation.settings()
+    for source in files:
+        notes: list[str] = []
+        try:
+            answer = client.ask(
+                source,
+                prompt,
+                sampling=sampling_fields(sampling),
+                generation=settings,
+                fit=run_opts.fit,
+                use_cache=run_opts.use_cache,
+                on_note=notes.append,
+            )
+        except LlamaVidError as exc:
+            yield Outcome(source, error=exc, notes=notes)
+            continue
+        yield Outcome(source, answer=answer, notes=notes)
+
+
 @o.grouped
 def summarize(
     paths: Annotated[list[str], typer.Argument(help="Videos, folders or globs.", show_default=False)],
@@ -199,6 +225,7 @@ def summarize(
     generation: o.GenerationOptions = o.GenerationOptions(),
     frames: o.SamplingOptions = o.SamplingOptions(),
     run_opts: o.FitOptions = o.FitOptions(),
+    server: o.ServerOpt = None,
     json_out: o.JsonLinesOpt = False,
 ) -> None:
     """Summarise many videos; a failing file is reported and the batch goes on (exit 1 if any failed).
@@ -221,6 +248,8 @@ def summarize(
     if skip_existing and not out_dir:
         raise UsageError("--skip-existing needs --out-dir (it skips videos whose summary file is there)")
     size = batch.parse_batch_size(batch_size)
+    if server and (use_ray or ray_address):
+        raise UsageError("--server and --ray both say where the work runs: give one")
     out = Output(json_out)
     if run_opts.use_cache:
         check_cache_size()
@@ -239,7 +268,10 @@ def summarize(
         return
     # one model for the batch: with --model auto, the long one if any video needs it
     videos = [f for f in files if not pipeline.is_vidtok(f)] if models.model == AUTO_MODEL else []
-    if use_ray or ray_address:
+    if server:
+        outcomes = _remote_outcomes(remote(server, subs), files, prompt, frames.sampling(), generation, run_opts)
+        failed = report(out, outcomes, len(files), written, fmt, json_out)
+    elif use_ray or ray_address:
         from .. import ray_batch
 
         sampling, request = frames.sampling(), subs.request()

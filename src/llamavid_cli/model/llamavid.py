@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
-from transformers import LlamaConfig, LlamaForCausalLM
+from transformers import LlamaConfig, LlamaForCausalLM, StoppingCriteria, StoppingCriteriaList
 from transformers.generation.streamers import BaseStreamer
 
 from ..config import ModelConfig
@@ -244,8 +244,10 @@ class LlamaVid(nn.Module):
         top_p: float = 0.7,
         seed: int | None = None,
         streamer: BaseStreamer | None = None,
+        stop: Callable[[], bool] | None = None,
     ) -> Generation:
-        """Answer from a prompt with the visual rows spliced in; greedy when temperature is 0."""
+        """Answer from a prompt with the visual rows spliced in; greedy when temperature is 0.
+        `stop` is asked after every token; true ends the answer there (a client that went away)."""
         if visual is None:
             visual = torch.zeros(0, self.config.llm.hidden_size)
         embeds = self.embed_prompt(prompt_ids, visual)
@@ -255,6 +257,8 @@ class LlamaVid(nn.Module):
             sampling = {"do_sample": True, "temperature": temperature, "top_p": top_p, "top_k": 50}
         if seed is not None:
             torch.manual_seed(seed)
+        if stop is not None:
+            sampling["stopping_criteria"] = StoppingCriteriaList([StopFlag(stop)])
         eos = self.config.llm.eos_token_id
         out = self.llm.generate(
             inputs_embeds=embeds,
@@ -317,6 +321,16 @@ class LlamaVid(nn.Module):
             ids = row[: row.index(eos) + 1] if eos in row else row
             results.append(Generation(output_ids=ids, stopped=bool(ids) and ids[-1] == eos))
         return results
+
+
+class StopFlag(StoppingCriteria):
+    """transformers' stopping hook around a flag: generation ends after the token at which `should_stop()` is true."""
+
+    def __init__(self, should_stop: Callable[[], bool]):
+        self.should_stop = should_stop
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor, **kwargs) -> torch.Tensor:
+        return torch.full((input_ids.shape[0],), bool(self.should_stop()), dtype=torch.bool, device=input_ids.device)
 
 
 class CallbackStreamer(BaseStreamer):
