@@ -419,6 +419,22 @@ def test_ask_server_matches_ask(server, files, tiny_video_ckpt, monkeypatch):
     assert empty.exit_code == 2 and json.loads(empty.stdout)["error"]["type"] == "UsageError"
 
 
+def test_evidence_travels_through_the_server(server, files, tiny_video_ckpt, monkeypatch):
+    monkeypatch.setenv("LLAMAVID_API_KEY", KEY)
+    common = [files["clip"], QUESTION, "-t", 0, "--max-new-tokens", 4, "--moments", 2]
+    local = ask_json(*common, "--model", tiny_video_ckpt, *CPU)
+    remote = ask_json(*common, "--server", server.url)
+    assert len(remote["evidence"]["moments"]) <= 2
+    assert remote["evidence"]["moments"] == local["evidence"]["moments"]
+    for near, far in zip(remote["evidence"]["frames"], local["evidence"]["frames"]):
+        assert near["time"] == far["time"] and abs(near["score"] - far["score"]) < 1e-5
+    monkeypatch.setenv("NO_COLOR", "1")
+    shown = run("ask", *common, "--server", server.url)
+    assert shown.exit_code == 0 and "Moments" in shown.stderr and "Evidence" in shown.stderr
+    status, body = post(server, {"messages": [user(video_part(files["clip"]))], "max_tokens": 2, "evidence": True})
+    assert status == 200 and abs(sum(f["score"] for f in body["llamavid"]["evidence"]["frames"]) - 1) < 1e-6
+
+
 def test_summarize_and_chat_server(server, files, tiny_video_ckpt, monkeypatch, tmp_path):
     monkeypatch.setenv("LLAMAVID_API_KEY", KEY)
     common = [files["clip"], "-t", 0, "--max-new-tokens", 3]

@@ -70,8 +70,12 @@ class Remote:
         use_cache: bool = True,
         on_text: Callable[[str], None] | None = None,
         on_note: Callable[[str], None] | None = None,
+        moments: int | None = None,
     ) -> dict:
-        """One question about `source`; returns the answer object, `source` as given here."""
+        """One question about `source`; returns the answer object, `source` as given here; with
+        `moments`, its `evidence` with that many moments (`ask --evidence`)."""
+        if moments is not None:
+            sampling = {**(sampling or {}), "evidence": True, "moments": moments}
         try:
             return self._ask(
                 self._by_path(source), source, question, history, sampling, generation, fit, use_cache, on_text, on_note

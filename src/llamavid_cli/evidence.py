@@ -208,6 +208,13 @@ class Evidence:
     def spans(self) -> list[tuple[float, float]]:
         return frame_spans(self.times, self.duration)
 
+    @classmethod
+    def from_dict(cls, data: dict, duration: float | None) -> Evidence:
+        """Back from `as_dict` (an answer from `llamavid serve`)."""
+        frames, found = data["frames"], data["moments"]
+        moments = tuple(Moment(m["start"], m["end"], m["score"]) for m in found)
+        return cls(tuple(f["time"] for f in frames), tuple(f["score"] for f in frames), duration, moments)
+
     def as_dict(self) -> dict:
         return {
             "frames": [{"time": round(t, 3), "score": s} for t, s in zip(self.times, self.scores)],

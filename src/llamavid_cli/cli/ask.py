@@ -97,8 +97,16 @@ def ask(
             use_cache=run_opts.use_cache,
             on_text=None if json_out else out.stream,
             on_note=out.warn,
+            moments=(moments or EVIDENCE_MOMENTS) if evidence or moments is not None else None,
         )
-        out.json(result) if json_out else out.end_stream()
+        if json_out:
+            out.json(result)
+        else:
+            out.end_stream()
+            if "evidence" in result:
+                from ..evidence import Evidence
+
+                out.evidence(Evidence.from_dict(result["evidence"], result.get("duration")))
         return
     run = start(
         out,

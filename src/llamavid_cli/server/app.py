@@ -28,7 +28,6 @@ from pydantic import ValidationError
 from starlette.exceptions import HTTPException
 
 from .. import defaults, pipeline
-from ..cli.common import answer_json
 from ..cli.entry import unexpected
 from ..cli.options import parse_time
 from ..errors import LlamaVidError
@@ -117,6 +116,8 @@ def create_app(loaded: Loaded, policy: Policy, *, max_queue: int = 16) -> FastAP
             fit=asked.fit,
             use_cache=asked.cache,
             emit=_emitter(asyncio.get_running_loop(), events),
+            evidence=asked.wants_evidence(),
+            moments=asked.moments or defaults.EVIDENCE_MOMENTS,
         )
         try:
             engine.submit(job)
@@ -136,7 +137,7 @@ def create_app(loaded: Loaded, policy: Policy, *, max_queue: int = 16) -> FastAP
         except ClientGone:  # nobody reads this; the status is for the access log
             return JSONResponse({"error": error_object(499, "the client went away", "client_closed")}, 499)
         result = _result(event)
-        answer = answer_json(result, loaded)
+        answer = pipeline.answer_object(result, loaded)
         return schemas.completion(
             ident,
             created,
@@ -250,7 +251,7 @@ async def _sse(
                 yield data(schemas.chunk(ident, created, loaded.name, {"content": value}))
             elif kind == "done":
                 used = schemas.usage(len(value.prompt_ids), len(value.output_ids))
-                extra = {"llamavid": answer_json(value, loaded), "llamavid_notes": value.notes}
+                extra = {"llamavid": pipeline.answer_object(value, loaded), "llamavid_notes": value.notes}
                 yield data(schemas.chunk(ident, created, loaded.name, {}, _finish(value, loaded), **extra))
                 if include_usage:
                     yield data({**schemas.chunk(ident, created, loaded.name, {}), "choices": [], "usage": used})

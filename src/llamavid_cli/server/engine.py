@@ -20,7 +20,7 @@ from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Any
 
-from .. import pipeline
+from .. import defaults, pipeline
 from ..errors import LlamaVidError
 from ..loader import Loaded
 from ..video import Sampling
@@ -38,6 +38,8 @@ class Job:
     fit: bool
     use_cache: bool
     emit: Callable[[str, Any], None]  # ("text", str) | ("done", Answer) | ("error", Exception)
+    evidence: bool = False
+    moments: int = defaults.EVIDENCE_MOMENTS
     cancelled: threading.Event = field(default_factory=threading.Event)
     stopped_early: bool = False
 
@@ -155,6 +157,8 @@ class Engine:
                         on_text=lambda text, job=job: job.emit("text", text),
                         source=job.media.label,
                         stop=job.should_stop,
+                        evidence=job.evidence,
+                        moments=job.moments,
                     )
                 result = pipeline.finish(result, prepared, started, decoded)
                 if job.stopped_early:

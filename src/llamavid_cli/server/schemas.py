@@ -50,6 +50,8 @@ class ChatRequest(BaseModel):
     end: Union[float, str, None] = None
     fit: bool = False
     cache: bool = True
+    evidence: bool = False  # `ask --evidence`: the answer object gets an `evidence` field
+    moments: Optional[int] = Field(None, ge=1)  # how many moments (implies evidence)
     mm_processor_kwargs: Optional[ProcessorKwargs] = None
 
     def max_new_tokens(self) -> int:
@@ -61,6 +63,9 @@ class ChatRequest(BaseModel):
         if self.mm_processor_kwargs and self.mm_processor_kwargs.fps is not None:
             return self.mm_processor_kwargs.fps
         return defaults.FPS
+
+    def wants_evidence(self) -> bool:
+        return self.evidence or self.moments is not None
 
     def include_usage(self) -> bool:
         return bool(self.stream_options and self.stream_options.get("include_usage"))
