@@ -56,7 +56,11 @@ def main() -> None:
         "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT / "src"), os.environ.get("PYTHONPATH")])),
         "LLAMAVID_CACHE_DIR": str(workdir / "cache"),
         "LLAMAVID_CONFIG_DIR": str(workdir / "config"),
+        # bytecode as an installed package has it (pip compiles on install), kept out of the
+        # checkout: with PYTHONDONTWRITEBYTECODE set, every run would recompile our sources
+        "PYTHONPYCACHEPREFIX": str(workdir / "pycache"),
     }
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
     for argv in CASES.values():  # warm the page cache and the .pyc files
         wall(argv, env)
     times: dict[str, list[float]] = {name: [] for name in CASES}
