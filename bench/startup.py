@@ -2,10 +2,17 @@
 
     python bench/startup.py              # 10 runs of each, interleaved
     python bench/startup.py --runs 30
+    python bench/startup.py --against /tmp/old/src   # also another checkout's src, side by side
+    python bench/startup.py --no-bytecode            # every run recompiles llamavid's sources
 
 Each run is a fresh `python` process: `-c "import typer, rich"` (the floor), `-m llamavid_cli
 --help` and `-m llamavid_cli cache list` on an empty cache, `import torch` to show what is no
-longer paid, and a one-command typer app that is run (what any typer >= 0.24 command costs). Runs are interleaved so a busy machine slows all of them alike.
+longer paid, and a one-command typer app that is run (what a typer >= 0.24 command costs
+without cli/coercion.py). Runs are interleaved so a busy machine slows all of them alike.
+Bytecode is cached (in the temp folder) as it is for an installed package, even where
+PYTHONDONTWRITEBYTECODE is set; `--no-bytecode` measures a checkout that recompiles each run.
+`--against SRC` adds `--help` and `cache list` run from another source tree (a checkout of an
+older commit), so before and after are measured in the same run.
 Target (issue 8): the median of each llamavid command is at most 2x the floor's. Prints a
 table, then one JSON line.
 """
@@ -39,6 +46,10 @@ CASES = {
 }
 
 
+def with_src(env: dict[str, str], src: Path) -> dict[str, str]:
+    return {**env, "PYTHONPATH": os.pathsep.join(filter(None, [str(src), os.environ.get("PYTHONPATH")]))}
+
+
 def wall(args: list[str], env: dict[str, str]) -> float:
     started = time.perf_counter()
     subprocess.run([sys.executable, *args], env=env, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -48,25 +59,31 @@ def wall(args: list[str], env: dict[str, str]) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", type=int, default=10)
+    parser.add_argument("--against", type=Path, help="another checkout's src folder, measured side by side")
+    parser.add_argument("--no-bytecode", action="store_true", help="recompile llamavid's sources in every run")
     args = parser.parse_args()
 
     workdir = Path(tempfile.mkdtemp(prefix="llamavid-bench-startup-"))
     env = {
         **os.environ,
-        "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT / "src"), os.environ.get("PYTHONPATH")])),
         "LLAMAVID_CACHE_DIR": str(workdir / "cache"),
         "LLAMAVID_CONFIG_DIR": str(workdir / "config"),
-        # bytecode as an installed package has it (pip compiles on install), kept out of the
-        # checkout: with PYTHONDONTWRITEBYTECODE set, every run would recompile our sources
-        "PYTHONPYCACHEPREFIX": str(workdir / "pycache"),
     }
-    env.pop("PYTHONDONTWRITEBYTECODE", None)
-    for argv in CASES.values():  # warm the page cache and the .pyc files
-        wall(argv, env)
-    times: dict[str, list[float]] = {name: [] for name in CASES}
+    if args.no_bytecode:  # the libraries' .pyc files are read; ours are never written
+        env["PYTHONDONTWRITEBYTECODE"] = "1"
+    else:  # bytecode as an installed package has it (pip compiles on install), out of the checkout
+        env.pop("PYTHONDONTWRITEBYTECODE", None)
+        env["PYTHONPYCACHEPREFIX"] = str(workdir / "pycache")
+    cases = {name: (argv, with_src(env, ROOT / "src")) for name, argv in CASES.items()}
+    if args.against:
+        for name in ("llamavid --help", "llamavid cache list"):
+            cases[f"{name} (against)"] = (CASES[name], with_src(env, args.against.resolve()))
+    for argv, case_env in cases.values():  # warm the page cache and the .pyc files
+        wall(argv, case_env)
+    times: dict[str, list[float]] = {name: [] for name in cases}
     for _ in range(args.runs):
-        for name, argv in CASES.items():
-            times[name].append(wall(argv, env))
+        for name, (argv, case_env) in cases.items():
+            times[name].append(wall(argv, case_env))
 
     floor = statistics.median(times["import typer, rich"])
     rows = {
@@ -78,9 +95,9 @@ def main() -> None:
         }
         for name, t in times.items()
     }
-    print(f"{'command':<28}{'median (s)':>12}{'min (s)':>10}{'max (s)':>10}{'x floor':>10}")
+    print(f"{'command':<38}{'median (s)':>12}{'min (s)':>10}{'max (s)':>10}{'x floor':>10}")
     for name, row in rows.items():
-        print(f"{name:<28}{row['median_s']:>12.3f}{row['min_s']:>10.3f}{row['max_s']:>10.3f}{row['ratio']:>10.2f}")
+        print(f"{name:<38}{row['median_s']:>12.3f}{row['min_s']:>10.3f}{row['max_s']:>10.3f}{row['ratio']:>10.2f}")
     passed = all(rows[name]["ratio"] <= TARGET for name in ("llamavid --help", "llamavid cache list"))
     print(f"target: llamavid --help and cache list within {TARGET:g}x of the floor: {'pass' if passed else 'FAIL'}")
     print(
@@ -89,6 +106,8 @@ def main() -> None:
                 "runs": args.runs,
                 "python": sys.version.split()[0],
                 "cpus": os.cpu_count(),
+                "bytecode": not args.no_bytecode,
+                "against": str(args.against) if args.against else None,
                 "target_ratio": TARGET,
                 "pass": passed,
                 "cases": {name: {k: round(v, 4) for k, v in row.items()} for name, row in rows.items()},
