@@ -98,10 +98,11 @@ def _one_entry_cache(folder: Path, tiny_video_ckpt, clip) -> None:
         "bad option value",
     ],
 )
-def test_light_commands_never_import_torch(args, code, needs_entry, pydantic, tiny_video_ckpt, clip):
+def test_light_commands_never_import_torch(args, code, needs_entry, pydantic, tiny_video_ckpt, clip, tmp_path):
     if needs_entry:  # reading a cached encode's header must not pull in torch either
         _one_entry_cache(Path(os.environ["LLAMAVID_CACHE_DIR"]), tiny_video_ckpt, clip)
-    done = subprocess.run(llamavid(*args), capture_output=True, text=True, timeout=120)
+    env = {**os.environ, "HF_HOME": str(tmp_path / "hf")}  # no model cached
+    done = subprocess.run(llamavid(*args), capture_output=True, text=True, timeout=120, env=env)
     imported, lines = split_stderr(done.stderr)
     assert done.returncode == code, done.stderr
     assert "Traceback" not in done.stderr
@@ -109,7 +110,8 @@ def test_light_commands_never_import_torch(args, code, needs_entry, pydantic, ti
     if needs_entry:
         allowed |= {"safetensors", "numpy"}  # a header is read with safetensors' numpy backend
     if args[0] == "models":
-        allowed |= {"huggingface_hub"}  # to scan the hub cache
+        allowed |= {"huggingface_hub"}  # where the hub cache is
+        assert imported & {"httpx", "httpx2"} == set()  # its scan (and HTTP stack) only when a model is there
     assert imported & set(HEAVY) - allowed == set(), f"{' '.join(args)} imported {sorted(imported & set(HEAVY))}"
     if not pydantic:
         assert "pydantic" not in imported
