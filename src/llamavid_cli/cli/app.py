@@ -10,14 +10,18 @@ shell completion, `cache`, `models`) loads typer and rich only: the command modu
 torch, transformers and PyAV inside the commands that compute.
 
 Registering a command: add one line to `COMMANDS`, `"name": "module:function"` (a module of
-this package; the order is --help's). Do not import the module here: it is imported, and its
-Typer command built, only when that command is resolved, so `llamavid cache list` reads one
-command module and the rest of the CLI costs nothing (`--help` and a mistyped command name
-still load them all, for the command list and "Did you mean"). A command group (`cache`,
-`models`) is a function here that imports its module and returns its `typer.Typer`. Keep the
-command modules themselves cheap to import: module level holds the typer declarations, every
-other import goes inside the function that needs it (bench/startup.py measures; a test in
-tests/test_startup.py fails when a light command imports a heavy library or pydantic).
+this package; the order is --help's). A new `llamavid serve` is `def serve(...)` in
+cli/serve.py plus `"serve": "serve:serve"`; `llamavid chapters` is `"chapters": "chapters:chapters"`.
+Do not import the module here, nor decorate the function with `@app.command()`: the module is
+imported, and its Typer command built, only when that command is resolved, so `llamavid cache
+list` reads one command module and the rest of the CLI costs nothing (`--help` and a mistyped
+command name still load them all, for the command list and "Did you mean"). A command group
+(`cache`, `models`) is a function here that imports its module and returns its `typer.Typer`,
+registered as `"cache": _cache_group`. Keep the command modules themselves cheap to import:
+module level holds the typer declarations, every other import (torch, fastapi, uvicorn, ...)
+goes inside the function that needs it (bench/startup.py measures; tests/test_startup.py fails
+when a light command imports a heavy library or pydantic, or when `cache list` imports another
+command module: new `COMMANDS` entries are checked without editing the test).
 """
 
 from __future__ import annotations
