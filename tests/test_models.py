@@ -59,6 +59,12 @@ def test_list_with_nothing_cached(hub):
     assert "vid-7b *" in table.stdout and "0 of 6 cached" in table.stdout and "yes" not in table.stdout
 
 
+def test_a_hub_cache_that_is_a_file_is_reported(hub):
+    hub.mkdir(parents=True)
+    (hub / "hub").write_text("not a folder")  # HF_HOME/hub: the hub cache
+    assert_one_error_line(run("list"), 1, "is not a folder", "HF_HOME")
+
+
 def test_list_shows_an_installed_model_as_cached(snapshot):
     size = sum(f.stat().st_size for f in snapshot.rglob("*") if f.is_file())
     assert listed("vid-7b") == {

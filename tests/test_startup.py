@@ -83,18 +83,20 @@ def _one_entry_cache(folder: Path, tiny_video_ckpt, clip) -> None:
     assert result.exit_code == 0, result.stderr
 
 
+# typer >= 0.24 coerces values with pydantic (~120 ms of imports, more than typer and rich): the
+# commands that coerce no value must not pay for it (cli/coercion.py); the others need its messages
 @pytest.mark.parametrize(
-    "args, code, needs_entry",
+    "args, code, needs_entry, pydantic",
     [
-        (["--help"], 0, False),
-        (["--version"], 0, False),
-        (["cache", "list"], 0, False),
-        (["cache", "list"], 0, True),
-        (["models", "list"], 0, False),
-        (["info", "/nonexistent/clip.vidtok"], 2, False),
-        (["ask"], 2, False),
-        (["ask", "v.mp4", "who", "is", "the", "villain"], 2, False),
-        (["encode", "v.mp4", "--fps", "fast"], 2, False),
+        (["--help"], 0, False, False),
+        (["--version"], 0, False, False),
+        (["cache", "list"], 0, False, False),
+        (["cache", "list"], 0, True, False),
+        (["models", "list"], 0, False, False),
+        (["info", "/nonexistent/clip.vidtok"], 2, False, True),
+        (["ask"], 2, False, False),
+        (["ask", "v.mp4", "who", "is", "the", "villain"], 2, False, True),
+        (["encode", "v.mp4", "--fps", "fast"], 2, False, True),
     ],
     ids=[
         "help",
@@ -108,10 +110,11 @@ def _one_entry_cache(folder: Path, tiny_video_ckpt, clip) -> None:
         "bad option value",
     ],
 )
-def test_light_commands_never_import_torch(args, code, needs_entry, tiny_video_ckpt, clip):
+def test_light_commands_never_import_torch(args, code, needs_entry, pydantic, tiny_video_ckpt, clip, tmp_path):
     if needs_entry:  # reading a cached encode's header must not pull in torch either
         _one_entry_cache(Path(os.environ["LLAMAVID_CACHE_DIR"]), tiny_video_ckpt, clip)
-    done = subprocess.run(llamavid(*args), capture_output=True, text=True, timeout=120)
+    env = {**os.environ, "HF_HOME": str(tmp_path / "hf")}  # no model cached
+    done = subprocess.run(llamavid(*args), capture_output=True, text=True, timeout=120, env=env)
     imported, lines = split_stderr(done.stderr)
     assert done.returncode == code, done.stderr
     assert "Traceback" not in done.stderr
@@ -119,10 +122,31 @@ def test_light_commands_never_import_torch(args, code, needs_entry, tiny_video_c
     if needs_entry:
         allowed |= {"safetensors", "numpy"}  # a header is read with safetensors' numpy backend
     if args[0] == "models":
-        allowed |= {"huggingface_hub"}  # to scan the hub cache
+        allowed |= {"huggingface_hub"}  # where the hub cache is
+        assert imported & {"httpx", "httpx2"} == set()  # its scan (and HTTP stack) only when a model is there
     assert imported & set(HEAVY) - allowed == set(), f"{' '.join(args)} imported {sorted(imported & set(HEAVY))}"
+    if not pydantic:
+        assert "pydantic" not in imported
     if needs_entry:
         assert "1 entry," in done.stdout
+
+
+def test_a_command_imports_no_other_command_module():
+    """app.COMMANDS names modules, imported when their command is resolved: `cache list` reads one."""
+    from llamavid_cli.cli.app import COMMANDS
+
+    modules = {f"llamavid_cli.cli.{where.split(':')[0]}" for where in COMMANDS.values() if isinstance(where, str)}
+    code = (
+        "import json, sys\n"
+        "from llamavid_cli.cli.app import app\n"
+        "try:\n    app(['cache', 'list'], prog_name='llamavid')\nexcept SystemExit:\n    pass\n"
+        "print(json.dumps(sorted(sys.modules)))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    loaded = set(json.loads(done.stdout.splitlines()[-1]))
+    assert "llamavid_cli.cli.cache_cmd" in loaded
+    assert loaded & modules == set()
 
 
 def test_shell_completion_answers_without_the_heavy_stack():
@@ -143,7 +167,7 @@ def test_shell_completion_answers_without_the_heavy_stack():
     imported, _ = split_stderr(done.stderr)
     assert done.returncode == 0, done.stderr
     assert "summarize" in done.stdout
-    assert imported & set(HEAVY) == set()
+    assert imported & {*HEAVY, "pydantic"} == set()
 
 
 # --- Ctrl-C, whenever it lands --------------------------------------------------------------

@@ -17,7 +17,6 @@ that is still running keeps touching its file, so it is never pulled from under 
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
@@ -27,11 +26,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from . import paths, vidtok
-from .encoded import EncodedVideo
+from . import paths
 from .errors import LlamaVidError, UsageError, VidtokError
 
 if TYPE_CHECKING:
+    from .encoded import EncodedVideo
     from .subtitles import Cue
 
 DEFAULT_LIMIT = 20 * 1024**3
@@ -77,6 +76,8 @@ def format_size(size: int) -> str:
 def content_hash(path: Path) -> str:
     """A source's identity for the cache: its size and its first and last 4 MiB (a sample, so an
     hour of video is not read twice; an edit that keeps the size and both ends goes unnoticed)."""
+    import hashlib  # here and in key(): `cache list` imports this module at start-up
+
     size = Path(path).stat().st_size
     digest = hashlib.sha256(str(size).encode())
     with open(path, "rb") as f:
@@ -88,6 +89,8 @@ def content_hash(path: Path) -> str:
 
 
 def key(source_hash: str, fingerprint: str, sampling: dict) -> str:
+    import hashlib
+
     blob = json.dumps({"source": source_hash, "model": fingerprint, "sampling": sampling}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:32]
 
@@ -98,6 +101,8 @@ def path_for(entry_key: str) -> Path:
 
 def lookup(entry_key: str) -> EncodedVideo | None:
     """The cached encode, or None; a damaged entry is dropped rather than trusted."""
+    from . import vidtok  # here and in store(): `cache list` imports this module at start-up
+
     path = path_for(entry_key)
     if not paths.is_regular(path):
         return None
@@ -119,6 +124,8 @@ def _touch(path: Path) -> None:
 
 def store(entry_key: str, entry: EncodedVideo) -> Path:
     """Keep an encode; any failure is one CacheWriteError line that names the cache and the reason."""
+    from . import vidtok
+
     limit = size_limit()
     _make_folder("encode")
     try:

@@ -12,15 +12,11 @@ hub client: the CLI reads KNOWN_MODELS / ALIASES before deciding whether to load
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
-import pickle
 import re
-import zipfile
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from importlib.resources import files as package_files
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -105,6 +101,9 @@ def is_cached(model: str) -> bool:
 
 def bert_vocab() -> Path:
     """The packaged bert-base-uncased vocab.txt, its sha256 verified (method.md §5.1)."""
+    import hashlib
+    from importlib.resources import files as package_files
+
     path = Path(str(package_files(__package__) / "data" / BERT_VOCAB_FILE))
     try:
         digest = hashlib.sha256(path.read_bytes()).hexdigest()
@@ -166,6 +165,9 @@ def shard_files(folder: Path) -> list[Path]:
 
 def read_shard(path: Path) -> dict[str, torch.Tensor]:
     """Read one shard without running arbitrary pickled code."""
+    import pickle  # here, not at the top: the CLI reads ALIASES from this module at start-up
+    import zipfile
+
     import torch
 
     if path.suffix == ".safetensors":

@@ -8,6 +8,20 @@ Every command is a plain function in its own module, registered here and nowhere
 command modules never import this one). Importing this module (and so `--help`, `--version`,
 shell completion, `cache`, `models`) loads typer and rich only: the command modules import
 torch, transformers and PyAV inside the commands that compute.
+
+Registering a command: add one line to `COMMANDS`, `"name": "module:function"` (a module of
+this package; the order is --help's). A new `llamavid serve` is `def serve(...)` in
+cli/serve.py plus `"serve": "serve:serve"`; `llamavid chapters` is `"chapters": "chapters:chapters"`.
+Do not import the module here, nor decorate the function with `@app.command()`: the module is
+imported, and its Typer command built, only when that command is resolved, so `llamavid cache
+list` reads one command module and the rest of the CLI costs nothing (`--help` and a mistyped
+command name still load them all, for the command list and "Did you mean"). A command group
+(`cache`, `models`) is a function here that imports its module and returns its `typer.Typer`,
+registered as `"cache": _cache_group`. Keep the command modules themselves cheap to import:
+module level holds the typer declarations, every other import (torch, fastapi, uvicorn, ...)
+goes inside the function that needs it (bench/startup.py measures; tests/test_startup.py fails
+when a light command imports a heavy library or pydantic, or when `cache list` imports another
+command module: new `COMMANDS` entries are checked without editing the test).
 """
 
 from __future__ import annotations
@@ -16,6 +30,7 @@ import json
 import os
 import re
 import sys
+from collections.abc import Callable
 from typing import Any
 
 import typer
@@ -28,15 +43,29 @@ except ImportError:  # pragma: no cover - older typer on top of click
 
 from .. import __version__, settings
 from ..errors import LlamaVidError
-from . import ask, cache_cmd, chat, encode, info, models, serve, summarize
+from .coercion import defer
 from .entry import INTERRUPTED, unexpected
 from .output import error_object
 
 JSON_FLAG = "--json"
 
+defer()
+
 
 class Boundary(TyperGroup):
-    """Turns every exception and Ctrl-C into one line on stderr and a fixed exit code."""
+    """Turns every exception and Ctrl-C into one line on stderr and a fixed exit code; builds
+    each command of `COMMANDS` when it is first resolved."""
+
+    def list_commands(self, ctx: typer.Context) -> list[str]:
+        return [*COMMANDS, *(name for name in super().list_commands(ctx) if name not in COMMANDS)]
+
+    def get_command(self, ctx: typer.Context, name: str) -> Any:
+        if name not in self.commands:
+            # an unknown name loads every command: typer suggests the closest of self.commands
+            for known in [name] if name in COMMANDS else COMMANDS:
+                if known not in self.commands:
+                    self.commands[known] = _build(known)
+        return super().get_command(ctx, name)
 
     def parse_args(self, ctx: typer.Context, args: list[str]) -> list[str]:
         # Remembered before parsing, so that even a usage error answers `--json` with JSON.
@@ -100,14 +129,14 @@ def _quote_hint(exc: ClickException) -> str | None:
     )
 
 
+SHARED: dict[str, Any] = {"pretty_exceptions_enable": False, "rich_markup_mode": None}  # the app's and its commands'
 app = typer.Typer(
     cls=Boundary,
     name="llamavid",
     help="Ask questions about your videos with LLaMA-VID: every frame becomes two LLM tokens.",
     no_args_is_help=True,
-    pretty_exceptions_enable=False,
-    rich_markup_mode=None,
     context_settings={"help_option_names": ["-h", "--help"]},
+    **SHARED,
 )
 
 
@@ -142,20 +171,50 @@ def root(
         ctx.default_map = {ctx.invoked_subcommand: defaults}
 
 
-for command in (ask.ask, chat.chat, encode.encode, info.info, summarize.summarize, serve.serve):
-    app.command()(command)
+def _cache_group() -> typer.Typer:
+    from . import cache_cmd
 
-cache_app = typer.Typer(help="Encodes kept between runs so repeated questions skip decoding.", no_args_is_help=True)
-cache_app.command("list")(cache_cmd.list_entries)
-cache_app.command("clear")(cache_cmd.clear_entries)
-app.add_typer(cache_app, name="cache")
+    cache_app = typer.Typer(help="Encodes kept between runs so repeated questions skip decoding.", no_args_is_help=True)
+    cache_app.command("list")(cache_cmd.list_entries)
+    cache_app.command("clear")(cache_cmd.clear_entries)
+    return cache_app
 
-models_app = typer.Typer(invoke_without_command=True)  # help: the callback's docstring
-models_app.callback()(models.models)
-models_app.command("list")(models.list_models)
-models_app.command("pull")(models.pull)
-models_app.command("rm")(models.remove)
-app.add_typer(models_app, name="models")
+
+def _models_group() -> typer.Typer:
+    from . import models
+
+    models_app = typer.Typer(invoke_without_command=True)  # help: the callback's docstring
+    models_app.callback()(models.models)
+    models_app.command("list")(models.list_models)
+    models_app.command("pull")(models.pull)
+    models_app.command("rm")(models.remove)
+    return models_app
+
+
+# name → "module:function" of a command, or a function above that returns a command group
+COMMANDS: dict[str, str | Callable[[], typer.Typer]] = {
+    "ask": "ask:ask",
+    "chat": "chat:chat",
+    "encode": "encode:encode",
+    "info": "info:info",
+    "summarize": "summarize:summarize",
+    "serve": "serve:serve",
+    "cache": _cache_group,
+    "models": _models_group,
+}
+
+
+def _build(name: str) -> Any:
+    """The click command for `COMMANDS[name]`, built by typer as `app.command()` / `app.add_typer()` would."""
+    where = COMMANDS[name]
+    holder = typer.Typer(add_completion=False, **SHARED)  # the app's settings, for its commands
+    if callable(where):
+        holder.add_typer(where(), name=name)
+        return typer.main.get_command(holder).commands[name]
+    module, function = where.split(":")
+    # __import__, not importlib.import_module: `python -X importtime` still lists the module
+    holder.command(name)(getattr(__import__(f"{__package__}.{module}", fromlist=[function]), function))
+    return typer.main.get_command(holder)
 
 
 def main() -> None:

@@ -54,8 +54,6 @@ def _describe(entry: cache.Entry) -> dict:
 
 def list_entries(json_out: o.JsonOpt = False) -> None:
     """Show cached encodes (most recently used first), unfinished writes, and the size limit."""
-    from rich.table import Table
-
     from .. import cache
 
     limit = cache.size_limit()  # a bad LLAMAVID_CACHE_SIZE is refused before anything is printed
@@ -74,12 +72,14 @@ def list_entries(json_out: o.JsonOpt = False) -> None:
             }
         )
         return
-    table = Table("source", "model", "frames", "size", "last used")
-    for column in table.columns:
-        column.no_wrap, column.overflow = True, "ellipsis"
-    for r in rows:
-        table.add_row(r["source"], r["model_name"], str(r["frames"]), cache.format_size(r["bytes"]), r["last_used"])
     if rows:
+        from rich.table import Table  # here: an empty cache is listed without it
+
+        table = Table("source", "model", "frames", "size", "last used")
+        for column in table.columns:
+            column.no_wrap, column.overflow = True, "ellipsis"
+        for r in rows:
+            table.add_row(r["source"], r["model_name"], str(r["frames"]), cache.format_size(r["bytes"]), r["last_used"])
         out.show(table)
     if temps:
         size = cache.format_size(sum(t.size for t in temps))

@@ -88,8 +88,22 @@ def complete_snapshot(repo: CachedRepoInfo) -> Path | None:
     return next((r.snapshot_path for r in revisions if is_complete(r.snapshot_path)), None)
 
 
+def any_known_cached() -> bool:
+    """Whether a known model has a folder in the hub cache: scanning imports huggingface_hub's HTTP
+    stack (0.3 s or more, longer than typer and rich), which `models list` skips when there is none."""
+    from huggingface_hub import constants
+
+    sep = constants.REPO_ID_SEPARATOR
+    if hub_cache_dir().exists() and not hub_cache_dir().is_dir():
+        return True  # scan() says what is wrong
+    return any(
+        (hub_cache_dir() / f"models{sep}{known.repo_id.replace('/', sep)}").is_dir()
+        for known in checkpoints.KNOWN_MODELS
+    )
+
+
 def statuses() -> list[ModelStatus]:
-    repos = cached_repos(scan())
+    repos = cached_repos(scan()) if any_known_cached() else {}
     rows = []
     for known in checkpoints.KNOWN_MODELS:
         repo = repos.get(known.repo_id)
