@@ -36,7 +36,7 @@ def source_info(path: Path) -> dict:
 
 
 def _pixel_batches(
-    loaded: Loaded, path: Path, sampling: Sampling, warnings: list[str]
+    loaded: Loaded, path: Path, sampling: Sampling, warnings: list[str], on_decoded: video.DecodedHook | None = None
 ) -> Iterator[tuple[torch.Tensor, list[float]]]:
     """Normalised pixel batches [b,3,S,S] on the model's device, with their timestamps."""
     size = loaded.config.vision.image_size
@@ -48,7 +48,7 @@ def _pixel_batches(
         yield pixels.normalize(pixels.resize_and_crop(image, size)[None], device, dtype), [0.0]
         return
     batch, stamps = [], []
-    frames = video.iter_frames(path, sampling, size=size, on_warning=warnings.append)
+    frames = video.iter_frames(path, sampling, size=size, on_warning=warnings.append, on_decoded=on_decoded)
     for frame in frames:
         batch.append(frame.image)
         stamps.append(frame.time)
@@ -68,14 +68,21 @@ def encode_source(
     keep_features: bool = False,
     on_frames: Callable[[int], None] | None = None,
     info: dict | None = None,
+    detect_cuts: bool = True,
 ) -> EncodedVideo:
-    """Video or image → context and content tokens for `instruction` (features kept on request)."""
+    """Video or image → context and content tokens for `instruction` (features kept on request),
+    with the video's shot cuts found in the same decode (shots.py; `detect_cuts=False`: not looked for)."""
     sampling = sampling or Sampling()
     path = Path(path)
     warnings: list[str] = []
     model = loaded.model
+    detector = None
+    if detect_cuts and not video.is_image(path):
+        from .shots import CutDetector
+
+        detector = CutDetector(video.probe(path).fps)
     contexts, contents, stamps, kept = [], [], [], []
-    for batch, times in _pixel_batches(loaded, path, sampling, warnings):
+    for batch, times in _pixel_batches(loaded, path, sampling, warnings, detector):
         features = model.vision_features(batch)  # (b, 1+P, V)
         tokens = model.frame_tokens(features, instruction, long_video=loaded.long_video)
         _check_finite(path, times, features, tokens)
@@ -100,7 +107,17 @@ def encode_source(
         sampling=sampling.as_dict(),
         source=info or source_info(path),
         notes=tuple(warnings),
+        cuts=_cuts(path, detector, sampling) if detect_cuts else None,
     )
+
+
+def _cuts(path: Path, detector, sampling: Sampling) -> tuple[float, ...]:
+    """The cuts inside the sampled range (an image has none)."""
+    if detector is None:
+        return ()
+    from .shots import within
+
+    return within(detector.cuts(), sampling.start, sampling.end)
 
 
 def _check_finite(path: Path, times: list[float], features: torch.Tensor, tokens: FrameTokens) -> None:

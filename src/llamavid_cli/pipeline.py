@@ -418,3 +418,49 @@ def fit_source(
         cues=cues,
     )
     return sampling, [note] if note else []
+
+
+# ---- chapters (issue 9) -------------------------------------------------------------------
+
+
+def chapter_spans(
+    loaded: Loaded,
+    path: Path,
+    sampling: Sampling | None = None,
+    *,
+    min_length: float,
+    max_length: float,
+    use_cache: bool = True,
+    progress: FrameProgress | None = None,
+    on_note: Callable[[str], None] | None = None,
+) -> tuple[EncodedVideo, list[tuple[float, float]]]:
+    """A video's encode (with features, from the cache when there) and its chapter spans
+    (`chapters.plan` on its shot cuts). An encode made before cuts were kept decodes the video
+    once more, for the cuts alone, and the cache keeps them; a .vidtok without cuts gets
+    evenly split chapters, with a note."""
+    from . import chapters, shots
+
+    path = Path(path)
+    sampling = sampling or Sampling()
+    encoded = _prepare(loaded, path, sampling, use_cache=use_cache, progress=progress)
+    notes = list(encoded.notes)
+    if encoded.cuts is None and is_vidtok(path):
+        notes.append(
+            f"{path.name} holds no shot cuts (written before they were kept): chapters split at even lengths; "
+            "encode the video again for chapters that begin on cuts"
+        )
+    elif encoded.cuts is None:
+        encoded = replace(encoded, cuts=shots.detect(path, sampling, on_warning=notes.append))
+        if use_cache and not video.is_image(path):
+            try:
+                cache.store(cache.key(encoded.source["hash"], loaded.fingerprint, sampling.as_dict()), encoded)
+            except cache.CacheWriteError as exc:
+                notes.append(str(exc))
+    if loaded.long_video and not encoded.cues:
+        encoded = replace(encoded, cues=tuple(gather_cues(path, SubtitleRequest(), (), on_note=notes.append)))
+    for note in notes:
+        if on_note:
+            on_note(note)
+    span = chapters.span_of(encoded, None if is_vidtok(path) else sampling.as_dict())
+    spans = chapters.plan(*span, encoded.cuts or (), min_length, max_length)
+    return encoded, spans

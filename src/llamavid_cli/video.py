@@ -54,7 +54,7 @@ all-intra) and streams without usable timestamps decode every frame, as do strea
 every frame is a reference (x264 ultrafast, I/P only). Seeking over long gaps and skipping
 combine: the seek lands on a keyframe and the decode forward from it skips too.
 
-A scene-cut detector run in the same pass (chapters, not built yet) would see only the
+A scene-cut detector run in the same pass (`on_decoded`, shots.py) sees only the
 reference frames and the chosen ones: with x264's default 3 B-frames and b-pyramid the
 reference frames are at most 2 frames apart (4 without b-pyramid), so a cut is placed
 within that many frames of where a full decode would put it (under 0.1 s at 25–30 fps).
@@ -92,6 +92,9 @@ from .errors import UsageError, VideoError
 from .pixels import CropResizer, resize_and_crop
 
 WarningHook = Callable[[str], None]
+# Sees every frame the decoder outputs (chosen or not) with its time: shot-cut detection in the
+# same pass (shots.py). Times only increase: a stretch decoded again after a restart is not re-sent.
+DecodedHook = Callable[[av.VideoFrame, float], None]
 
 _log = logging.getLogger(__name__)
 
@@ -277,6 +280,7 @@ def iter_frames(
     size: int | None = None,
     seek: bool | None = None,
     on_warning: WarningHook | None = None,
+    on_decoded: DecodedHook | None = None,
 ) -> Iterator[Frame]:
     """Yield the chosen frames of a video in order (see the module docstring for the rule).
 
@@ -286,6 +290,8 @@ def iter_frames(
         to size×size, byte for byte as `pixels.resize_and_crop` (`FrameScaler`); otherwise
         the full frame is returned.
     on_warning: called once, at the end, with one line if packets or frames were lost.
+    on_decoded: called with every undamaged frame the decoder outputs before the range's end
+        (not only the chosen ones) and its time, before that frame is yielded; not for images.
     """
     sampling = sampling or Sampling()
     _check_options(sampling, size)
@@ -297,7 +303,7 @@ def iter_frames(
         return
 
     with _Source(path) as src:
-        yield from _stream_frames(src, sampling, size, seek, on_warning)
+        yield from _stream_frames(src, sampling, size, seek, on_warning, on_decoded)
 
 
 def count_frames(info: VideoInfo, sampling: Sampling | None = None) -> int:
@@ -607,7 +613,12 @@ def _check_range(path: Path, duration: float, sampling: Sampling) -> None:
 
 
 def _stream_frames(
-    src: _Source, sampling: Sampling, size: int | None, seek: bool | None, on_warning: WarningHook | None
+    src: _Source,
+    sampling: Sampling,
+    size: int | None,
+    seek: bool | None,
+    on_warning: WarningHook | None,
+    on_decoded: DecodedHook | None = None,
 ) -> Iterator[Frame]:
     _check_range(src.path, src.duration, sampling)
     start, end = sampling.start, sampling.end
@@ -624,6 +635,7 @@ def _stream_frames(
     damage = _Damage()
     reached_end = False
     skipped = 0
+    observed = -math.inf  # time of the last frame given to on_decoded
 
     # Seek to the first slot when `start` is past the first frames, unless told never to seek.
     # Seeks aim half a frame past the wanted frame: when it is a keyframe itself, the backward
@@ -665,6 +677,9 @@ def _stream_frames(
                     if end is not None and t >= end:
                         target = None
                         break
+                    if on_decoded is not None and t > observed and not vf.is_corrupt:
+                        observed = t
+                        on_decoded(vf, t)
                     if index < target * stride:
                         continue  # not chosen: never converted to RGB
                     if skim is not None and skim.dropped_within(target * stride, index):

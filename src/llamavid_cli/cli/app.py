@@ -28,7 +28,7 @@ except ImportError:  # pragma: no cover - older typer on top of click
 
 from .. import __version__, settings
 from ..errors import LlamaVidError
-from . import ask, cache_cmd, chat, encode, info, models, summarize
+from . import ask, cache_cmd, chapters, chat, encode, info, models, summarize
 from .entry import INTERRUPTED, unexpected
 from .output import error_object
 
@@ -142,7 +142,7 @@ def root(
         ctx.default_map = {ctx.invoked_subcommand: defaults}
 
 
-for command in (ask.ask, chat.chat, encode.encode, info.info, summarize.summarize):
+for command in (ask.ask, chat.chat, encode.encode, info.info, summarize.summarize, chapters.chapters):
     app.command()(command)
 
 cache_app = typer.Typer(help="Encodes kept between runs so repeated questions skip decoding.", no_args_is_help=True)
