@@ -313,3 +313,27 @@ def test_pipeline_spans_from_the_library(scenes, tiny_video_ckpt):
     encoded, spans = pipeline.chapter_spans(loaded, scenes, min_length=1, max_length=600)
     assert encoded.has_features and len(spans) == 3
     near_cuts([a for a, _ in spans[1:]])
+
+
+def test_summarize_writes_chapters_beside_each_summary(scenes, tiny_video_ckpt, tmp_path, decode_counter):
+    folder = tmp_path / "videos"
+    folder.mkdir()
+    (folder / "a.mp4").write_bytes(scenes.read_bytes())
+    out = tmp_path / "out"
+    result = run(
+        "summarize", folder, "--out-dir", out, "--chapters", "srt", "--model", tiny_video_ckpt,
+        "-t", 0, "--max-new-tokens", 2, *CPU,
+    )  # fmt: skip
+    assert result.exit_code == 0, result.stderr
+    assert sorted(p.name for p in out.iterdir()) == ["a.mp4.chapters.srt", "a.mp4.txt"]
+    [only] = srt.parse((out / "a.mp4.chapters.srt").read_text())  # 7.5 s, under the default 30 s minimum
+    assert only.start.total_seconds() == 0
+    assert decode_counter["frames"] <= round(sum(SCENES) * FPS)  # the summary's decode gave the cuts too
+
+
+def test_summarize_chapters_options_are_checked_before_any_work(scenes, tmp_path):
+    bad = run("summarize", scenes, "--chapters", "xml", "--out-dir", tmp_path, "--model", tmp_path / "no")
+    assert bad.exit_code == 2
+    assert bad.stderr.strip().startswith("Error: --chapters 'xml' is not a chapter format")
+    alone = run("summarize", scenes, "--chapters", "vtt", "--model", tmp_path / "no")
+    assert alone.exit_code == 2 and "--chapters needs --out-dir" in alone.stderr

@@ -164,6 +164,36 @@ def describe(
     return chapters
 
 
+def make(
+    loaded: Loaded,
+    path: Path,
+    sampling=None,
+    *,
+    fmt: str = "vtt",
+    min_length: float = MIN_LENGTH,
+    max_length: float = MAX_LENGTH,
+    generation: GenerationSettings | None = None,
+    use_cache: bool = True,
+    on_note: Callable[[str], None] | None = None,
+) -> list[Chapter]:
+    """A video's chapters, from file to titles (`summarize --chapters`); `fmt` youtube is
+    refused before the model writes any title when YouTube would ignore the chapters."""
+    from . import pipeline
+
+    encoded, spans = pipeline.chapter_spans(
+        loaded, path, sampling, min_length=min_length, max_length=max_length, use_cache=use_cache, on_note=on_note
+    )
+    if fmt == "youtube":
+        check_youtube([Chapter(a, b) for a, b in spans])
+    return describe(loaded, encoded, spans, generation)
+
+
+def file_beside(summary: Path, summary_format: str, fmt: str) -> Path:
+    """`OUT/clip.mp4.txt` → `OUT/clip.mp4.chapters.vtt`: a summary's chapter file."""
+    summary = Path(summary)
+    return summary.with_name(f"{summary.name.removesuffix('.' + summary_format)}.chapters.{EXTENSIONS[fmt]}")
+
+
 def frames_in(timestamps: Sequence[float], start: float, end: float) -> list[int]:
     """Indices of the frames in [start, end); when none, the frame nearest the middle."""
     inside = [i for i, t in enumerate(timestamps) if start - _EPSILON <= t < end - _EPSILON]

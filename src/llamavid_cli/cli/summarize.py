@@ -168,6 +168,14 @@ def summarize(
         bool, typer.Option("--skip-existing", help="Skip videos whose output file exists (resume).")
     ] = False,
     shard_spec: Annotated[Optional[str], typer.Option("--shard", help="Process only part I of N, e.g. 2/4.")] = None,
+    chapters_fmt: Annotated[
+        Optional[str],
+        typer.Option(
+            "--chapters",
+            help="Also write each video's chapters beside its summary (clip.mp4.chapters.vtt) in this format: "
+            "vtt, srt, json, ffmetadata or youtube (see llamavid chapters).",
+        ),
+    ] = None,
     models: o.ModelOptions = o.ModelOptions(),
     subs: o.TranscribeOptions = o.TranscribeOptions(),
     generation: o.GenerationOptions = o.GenerationOptions(),
@@ -189,6 +197,12 @@ def summarize(
         raise typer.BadParameter(f"{fmt!r} is not one of {', '.join(FORMATS)}", param_hint="--format")
     if skip_existing and not out_dir:
         raise UsageError("--skip-existing needs --out-dir (it skips videos whose summary file is there)")
+    if chapters_fmt is not None:
+        from ..chapters import check_format
+
+        check_format(chapters_fmt, "--chapters")
+        if not out_dir or not run_opts.use_cache:
+            raise UsageError("--chapters needs --out-dir (the files go beside the summaries) and the encode cache")
     out = Output(json_out)
     if run_opts.use_cache:
         check_cache_size()
@@ -231,6 +245,8 @@ def summarize(
                 answer = answer_json(result, loaded)
                 if out_dir:
                     write_summary(written[source], source, answer, fmt)
+                if chapters_fmt is not None:
+                    _write_chapters(loaded, run, source, written[source], fmt, chapters_fmt, settings, bar.console)
             except LlamaVidError as exc:
                 failed.append(source)
                 if json_out:
@@ -251,3 +267,18 @@ def summarize(
     )
     if failed:
         raise typer.Exit(1)
+
+
+def _write_chapters(loaded, run, source: Path, summary: Path, fmt: str, chapters_fmt: str, settings, console) -> None:
+    """`<name>.chapters.<ext>` beside the summary, from the encode the summary just cached (no decode)."""
+    from .. import chapters
+
+    found = chapters.make(
+        loaded,
+        source,
+        run.sampling,
+        fmt=chapters_fmt,
+        generation=settings,
+        on_note=lambda note: console.print(f"Warning: {about(source, note)}", markup=False),
+    )
+    chapters.write(chapters.file_beside(summary, fmt, chapters_fmt), chapters.render(found, chapters_fmt))
