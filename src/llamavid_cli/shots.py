@@ -4,9 +4,9 @@ PySceneDetect's `AdaptiveDetector` (its content score: the mean change of hue, s
 and brightness between consecutive frames, compared with the rolling average of its
 neighbours, so fast camera motion is not taken for a cut) runs on every frame the decoder
 outputs, through `video.iter_frames(on_decoded=...)`: one decode feeds both the model and
-the detector. Each frame is first scaled by FFmpeg (swscale, fast bilinear) to DETECT_WIDTH
-pixels wide, which is what keeps the detector's cost small next to decoding (bench/encode.py,
-part 6).
+the detector. Each frame is first scaled by FFmpeg (swscale, fast bilinear, one scaler kept
+for the whole stream: a new one per frame costs six times as much) to DETECT_WIDTH pixels
+wide, which keeps the detector's cost small next to decoding (bench/encode.py, part 6).
 
 Precision. The detector sees what the decoder outputs. Non-reference frames that are not
 chosen are never decoded (video.py), so it sees the reference frames and the chosen frames
@@ -30,7 +30,7 @@ import av
 
 from . import video
 
-DETECT_WIDTH = 160  # pixels; the height keeps the aspect ratio (even, at least 2)
+DETECT_WIDTH = 96  # pixels; the height keeps the aspect ratio (even, at least 2)
 MIN_SHOT = 0.5  # seconds: no two cuts closer than this (PySceneDetect's default is 15 frames)
 ADAPTIVE_THRESHOLD = 3.0  # PySceneDetect's defaults: score ratio to the neighbours' average …
 MIN_CONTENT = 15.0  # … and smallest content score that can be a cut
@@ -46,6 +46,7 @@ class CutDetector:
         self._detector = None
         self._last: float | None = None
         self._size: tuple[int, int] | None = None
+        self._scaler = av.video.reformatter.VideoReformatter()
 
     def _new_detector(self):
         from scenedetect.detectors import AdaptiveDetector
@@ -64,7 +65,7 @@ class CutDetector:
             height = max(2, round(DETECT_WIDTH * frame.height / max(frame.width, 1) / 2) * 2)
             self._size = (min(DETECT_WIDTH, frame.width), min(height, frame.height))
         width, height = self._size
-        image = frame.reformat(width=width, height=height, format="bgr24", interpolation="FAST_BILINEAR")
+        image = self._scaler.reformat(frame, width=width, height=height, format="bgr24", interpolation="FAST_BILINEAR")
         found = self._detector.process_frame(FrameTimecode(float(time), self.fps), image.to_ndarray())
         self._cuts += [float(tc.seconds) for tc in found]
 
