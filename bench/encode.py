@@ -32,6 +32,13 @@ interleaved (a, b, c, a, b, c, …) and every figure is the median of `--repeats
    `ultrafast` (when PyAV's FFmpeg has it) and VP9: (a) bare full decode, (b) iter_frames at 1 fps
    + normalize (non-reference frames and GOP tails left out), (c) the same decoding every frame
    (both check the clock on the pass's own first frames). Target on x264 medium: (b) CPU ≤ 0.6×(a).
+6. Shot cuts in the same decode pass (issue 9; --skip-cuts to leave out): on part 5's x264 clips,
+   (a) iter_frames at 1 fps + normalize as encode runs it, (b) the same with `shots.CutDetector` as
+   its `on_decoded` hook (every decoded frame scaled to 96 px wide, PySceneDetect's AdaptiveDetector;
+   with the hook the GOP tails are decoded too, so the detector sees every reference frame).
+   Target: (b) CPU ≤ 1.15×(a). Precision: a 640x360 x264 `medium` clip with 12 hard cuts at known
+   frames (part 5's texture, each scene shifted and its colour channels permuted): the cuts (b) finds
+   with non-reference frames left undecoded against those it finds decoding every frame and the truth.
 
 Timing: CPU = getrusage(RUSAGE_SELF) user + system of the child (all its threads, decoder threads
 included) around the step only, imports and setup excluded; wall = perf_counter around the same.
@@ -475,6 +482,35 @@ def step_skim(a: dict) -> dict:
     return measure(run, a["path"], a.get("fps", 1.0), a.get("size", SIZE))
 
 
+def step_cuts(a: dict) -> dict:
+    """iter_frames + normalize at 1 fps, 224 px, with or without the shot-cut detector on every decoded frame."""
+    import numpy as np
+
+    from llamavid_cli import shots, video
+    from llamavid_cli.pixels import normalize
+
+    video._SKIP_NON_REFERENCE = a.get("skim", True)
+
+    fps = video.probe(a["path"]).fps  # encode has probed the file before it decodes (source_info)
+
+    def run(path, detect):
+        detector = shots.CutDetector(fps) if detect else None
+        batch, chosen = [], 0
+        for frame in video.iter_frames(path, video.Sampling(1.0), size=SIZE, on_decoded=detector):
+            chosen += 1
+            batch.append(frame.image)
+            if len(batch) == BATCH:
+                normalize(np.stack(batch))
+                batch = []
+        if batch:
+            normalize(np.stack(batch))
+        return {"frames_chosen": chosen, "cuts": list(detector.cuts()) if detector else None}
+
+    if a.get("detect"):
+        import scenedetect.detectors  # noqa: F401  (imported before the clock starts, as encode's setup does)
+    return measure(run, a["path"], a.get("detect", False))
+
+
 STEPS = {
     "bare": step_bare,
     "ours": step_ours,
@@ -485,6 +521,7 @@ STEPS = {
     "gpu": step_gpu,
 }
 STEPS["skim"] = step_skim
+STEPS["cuts"] = step_cuts
 
 
 def child_main(name: str, args_json: str) -> None:
@@ -872,6 +909,152 @@ def print_skim(sk: dict) -> None:
     )
 
 
+# ---- 6. shot cuts in the decode pass (issue 9) -----------------------------------------------
+
+CUT_FRAMES = (37, 101, 160, 233, 301, 377, 452, 530, 611, 689, 770, 851)  # first frame of each new scene
+
+
+def ensure_scene_clip(source: Path) -> Path:
+    """`source` at 640x360 with hard cuts at CUT_FRAMES (x264 medium, scenecut on), cached beside it."""
+    import av
+    import numpy as np
+
+    path = source.with_name(f"{source.stem}_cuts{len(CUT_FRAMES)}_640x360.mp4")
+    if path.is_file() and path.stat().st_size > 0:
+        log(f"video {path.name}: cached")
+        return path
+    partial = path.with_name(f".{path.stem}.partial-{os.getpid()}.mp4")
+    log(f"making {path.name} from {source.name}")
+    try:
+        with av.open(str(source)) as src, av.open(str(partial), "w") as dst:
+            stream = src.streams.video[0]
+            stream.thread_type = "AUTO"
+            out = dst.add_stream("libx264", rate=stream.average_rate, options={"preset": "medium", "crf": "23"})
+            out.width, out.height, out.pix_fmt = 640, 360, "yuv420p"
+            for i, frame in enumerate(src.decode(stream)):
+                scene = sum(1 for c in CUT_FRAMES if i >= c)
+                rgb = frame.to_ndarray(width=640, height=360, format="rgb24")
+                rgb = np.roll(rgb[..., [(scene + k) % 3 for k in range(3)]], 97 * scene, axis=1)
+                if scene % 2:
+                    rgb = 255 - rgb
+                new = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24")
+                new.pts, new.time_base = i, Fraction(1, round(float(stream.average_rate)))
+                for packet in out.encode(new):
+                    dst.mux(packet)
+            for packet in out.encode():
+                dst.mux(packet)
+        os.replace(partial, path)
+    finally:
+        partial.unlink(missing_ok=True)
+    return path
+
+
+def part_cuts(cache_dir: Path, seconds: float, width: int, height: int, fps: int, bitrate: int, repeats: int) -> dict:
+    """(a) encode's front end vs (b) the same with the cut detector, CPU; then the detector's precision."""
+    rows = []
+    medium = None
+    for label, preset in (
+        ("x264 medium (B-frames, b-pyramid)", "medium"),
+        ("x264 ultrafast (no B-frames)", "ultrafast"),
+    ):
+        path, _ = ensure_video(
+            cache_dir, seconds=seconds, width=width, height=height, fps=fps, bitrate=bitrate, preset=preset, gop=2 * fps
+        )
+        medium = medium or path
+        warm_cache(path)
+        runs: dict[str, list[dict]] = {"a": [], "b": []}
+        for r in range(repeats):
+            runs["a"].append(run_step("cuts", {"path": str(path), "detect": False}))
+            runs["b"].append(run_step("cuts", {"path": str(path), "detect": True}))
+            log(
+                f"6. {label}: run {r + 1}/{repeats}: CPU (a) {runs['a'][-1]['cpu_s']:.2f} s, (b) {runs['b'][-1]['cpu_s']:.2f} s"
+            )
+        a, b = summarize(runs["a"]), summarize(runs["b"])
+        rows.append(
+            {
+                "codec": label,
+                "path": str(path),
+                "cpu_s": {"a": a["cpu_s"], "b": b["cpu_s"]},
+                "wall_s": {"a": a["wall_s"], "b": b["wall_s"]},
+                "cpu_ratio_b_a": b["cpu_s"] / a["cpu_s"],
+                "wall_ratio_b_a": b["wall_s"] / a["wall_s"],
+                "cuts_found": len(b["result"]["cuts"]),
+            }
+        )
+    clip = ensure_scene_clip(medium)
+    fps_clip = fps
+    truth = [c / fps_clip for c in CUT_FRAMES if c < seconds * fps_clip]  # --quick: 10 s hold the first four
+    found = {}
+    for name, skim in (("skipping", True), ("every_frame", False)):
+        found[name] = run_step("cuts", {"path": str(clip), "detect": True, "skim": skim})["result"]["cuts"]
+
+    def score(cuts: list[float]) -> dict:
+        errors = []
+        for t in truth:
+            near = min(cuts, key=lambda c: abs(c - t), default=None)
+            errors.append(None if near is None or abs(near - t) * fps_clip > 4 else round((near - t) * fps_clip))
+        matched = [e for e in errors if e is not None]
+        return {
+            "cuts": cuts,
+            "missed": errors.count(None),
+            "extra": len(cuts) - len(matched),
+            "frame_errors": errors,
+            "max_abs_frames": max((abs(e) for e in matched), default=None),
+        }
+
+    precision = {"truth": truth, **{k: score(v) for k, v in found.items()}}
+    return {
+        "seconds": seconds,
+        "width": width,
+        "height": height,
+        "rows": rows,
+        "target_cpu_ratio_max": 1.15,
+        "ok": all(r["cpu_ratio_b_a"] <= 1.15 for r in rows),
+        "precision": precision,
+    }
+
+
+def print_cuts(cu: dict) -> None:
+    p = print
+    p("")
+    p(
+        f"6. Shot cuts in the decode pass: {cu['seconds']:g} s {cu['width']}x{cu['height']} clips, iter_frames(fps=1) + normalize"
+    )
+    p(f"   {'codec':36s} {'CPU (a)':>8s} {'CPU (b)':>8s} {'(b)/(a)':>7s} {'wall (b)/(a)':>12s}")
+    for r in cu["rows"]:
+        p(
+            f"   {r['codec']:36s} {r['cpu_s']['a']:8.2f} {r['cpu_s']['b']:8.2f} {r['cpu_ratio_b_a']:7.3f} "
+            f"{r['wall_ratio_b_a']:12.3f}"
+        )
+    p("   (a) without, (b) with shots.CutDetector on every decoded frame; CPU in seconds")
+    p(f"   target (b) CPU ≤ 1.15×(a): {'PASS' if cu['ok'] else 'MISS'}")
+    pr = cu["precision"]
+    for name in ("skipping", "every_frame"):
+        s = pr[name]
+        p(
+            f"   precision ({name.replace('_', ' ')}): {len(pr['truth'])} true cuts, missed {s['missed']}, extra {s['extra']}, "
+            f"frame errors {s['frame_errors']} (max {s['max_abs_frames']})"
+        )
+
+
+def cuts_main(args: argparse.Namespace, *, seconds: float, width: int, height: int, bitrate: int) -> int:
+    """`--only-cuts`: part 6 alone, its table and its JSON line."""
+    report: dict = {"bench": "encode", "part": "cuts", "quick": args.quick, "repeats": args.repeats}
+    report["machine"] = {"cpus": os.cpu_count(), "load_before": loadavg()}
+    try:
+        report["cuts"] = part_cuts(args.cache_dir, seconds, width, height, args.fps, bitrate, args.repeats)
+    except StepFailed as err:
+        log(str(err))
+        report["error"] = str(err)
+    report["machine"]["load_after"] = loadavg()
+    report["ok"] = "error" not in report and report["cuts"]["ok"]
+    if not args.json_only and "error" not in report:
+        print_cuts(report["cuts"])
+        print()
+    print(json.dumps(report), flush=True)
+    return 0 if "error" not in report else 2
+
+
 def loadavg() -> str:
     try:
         return " ".join(f"{x:.2f}" for x in os.getloadavg())
@@ -895,6 +1078,9 @@ def main() -> int:
     parser.add_argument("--cache-dir", type=Path, default=Path(tempfile.gettempdir()) / "llamavid-bench-encode")
     parser.add_argument("--clean", action="store_true", help="delete the generated videos at the end")
     parser.add_argument("--skip-skim", action="store_true", help="skip part 5 (four 30 s clips, one per codec)")
+    parser.add_argument("--skip-cuts", action="store_true", help="skip part 6 (shot-cut detection overhead)")
+    parser.add_argument("--only-cuts", action="store_true", help="run part 6 alone")
+    parser.add_argument("--cuts-seconds", type=float, default=None, help="part 6 clip length (default 30; quick 10)")
     parser.add_argument("--step", help=argparse.SUPPRESS)
     parser.add_argument("--step-args", default="{}", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -911,6 +1097,7 @@ def main() -> int:
     height = args.height or (360 if q else 1080)
     bitrate = int((args.bitrate or (2.0 if q else 18.0)) * 1e6)
     mem_short, mem_long = (10.0, 120.0) if q else (60.0, 1800.0)
+    cuts_seconds = args.cuts_seconds or (10.0 if q else 30.0)
 
     report: dict = {
         "bench": "encode",
@@ -920,6 +1107,8 @@ def main() -> int:
         "videos": {},
     }
     status = 0
+    if args.only_cuts:
+        return cuts_main(args, seconds=cuts_seconds, width=width, height=height, bitrate=bitrate)
     try:
 
         def describe(path: Path, took: float | None, generated: bool) -> dict:
@@ -977,6 +1166,9 @@ def main() -> int:
 
         log("4. vision tower (needs CUDA)")
         report["gpu"] = run_step("gpu", {"repeats": args.repeats})["result"]
+        if not args.skip_cuts:
+            log("6. shot cuts in the decode pass")
+            report["cuts"] = part_cuts(args.cache_dir, cuts_seconds, width, height, args.fps, bitrate, args.repeats)
     except StepFailed as err:
         log(str(err))
         report["error"] = str(err)
@@ -998,6 +1190,8 @@ def main() -> int:
         print_table(report)
         if report.get("skim"):
             print_skim(report["skim"])
+        if report.get("cuts"):
+            print_cuts(report["cuts"])
         print()
     print(json.dumps(report), flush=True)
     return status

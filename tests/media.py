@@ -265,3 +265,50 @@ def cut_at_keyframe(source: str | Path, path: str | Path, keyframe: int = 1) -> 
                 packet.stream = out
                 dst.mux(packet)
     return path
+
+
+SCENE_COLOURS = ((200, 40, 40), (40, 160, 60), (40, 60, 200), (230, 210, 40))
+
+
+def make_scenes(
+    path: str | Path,
+    *,
+    scenes: Sequence[float] = (2.5, 2.5, 2.5),
+    fps: int = 10,
+    width: int = 64,
+    height: int = 48,
+    encoder_options: dict[str, str] | None = None,
+) -> Path:
+    """A video of hard cuts: scene i (`scenes[i]` seconds) is a flat `SCENE_COLOURS[i]` picture
+    with a small grey square moving across it. Encoded with x264 `veryfast` (B-frames with
+    b-pyramid, scenecut on: what real files have), so the first frame of each scene is where an
+    encoder puts a new shot. The cuts lie at the frame times round(sum(scenes[:i]) · fps) / fps."""
+    path = Path(path)
+    counts = [round(s * fps) for s in scenes]
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=fps)
+        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        stream.options = encoder_options or {"preset": "veryfast", "crf": "18"}
+        index = 0
+        for scene, count in enumerate(counts):
+            colour = SCENE_COLOURS[scene % len(SCENE_COLOURS)]
+            for i in range(count):
+                img = np.empty((height, width, 3), np.uint8)
+                img[:] = colour
+                side = max(4, height // 6)
+                x = (i * 2) % max(1, width - side)
+                img[height // 2 - side // 2 : height // 2 + side // 2, x : x + side] = 128
+                frame = av.VideoFrame.from_ndarray(img, format="rgb24")
+                frame.pts = index
+                index += 1
+                for packet in stream.encode(frame):
+                    container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    return path
+
+
+def scene_cuts(scenes: Sequence[float] = (2.5, 2.5, 2.5), fps: int = 10) -> list[float]:
+    """The true cut times of `make_scenes`: the first frame time of every scene after the first."""
+    counts = [round(s * fps) for s in scenes]
+    return [sum(counts[:i]) / fps for i in range(1, len(counts))]

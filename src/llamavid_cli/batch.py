@@ -20,13 +20,17 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from . import context, pipeline
-from .encoder import Frames, frame_batches
+from .encoder import Frames, cut_detector, frame_batches
 from .errors import LlamaVidError, UsageError
 from .loader import Loaded
 from .pipeline import GenerationSettings, SubtitleRequest
 from .video import Sampling
+
+if TYPE_CHECKING:
+    from .shots import CutDetector
 
 QUEUE_DEPTH = 4  # decoded batches (encoder.DECODE_BATCH frames each) waiting for the model
 MAX_AUTO_BATCH = 16  # `--batch-size auto` never picks more on a GPU
@@ -44,6 +48,7 @@ class Job:
     use_cache: bool = True
     fit: bool = False
     subs: SubtitleRequest = field(default_factory=SubtitleRequest)
+    cuts: bool = False  # find shot cuts in the decode too (summarize --chapters)
 
 
 @dataclass
@@ -93,6 +98,7 @@ class _Opened:
     error: LlamaVidError | None = None
     warnings: list[str] = field(default_factory=list)  # the decoder's, filled in as it decodes
     frames: Frames | None = None
+    detector: CutDetector | None = None  # fed by the decoder thread, read with the frames
 
 
 class Decoder:
@@ -141,6 +147,8 @@ class Decoder:
             item = _Opened(source)
             try:
                 item.opened, item.notes = self._open(source)
+                if item.opened.ready is None and self.job.cuts:  # cuts found in the same decode
+                    item.detector = cut_detector(source)
             except LlamaVidError as exc:
                 item.error = exc
             if not self._put(item):
@@ -149,7 +157,8 @@ class Decoder:
                 continue
             end: object = _END
             try:
-                for batch, stamps in frame_batches(self.loaded, source, item.opened.sampling, item.warnings):
+                detector = item.detector
+                for batch, stamps in frame_batches(self.loaded, source, item.opened.sampling, item.warnings, detector):
                     self.live.track(batch)
                     if not self._put((batch, stamps)):
                         return
@@ -180,7 +189,7 @@ class Decoder:
         for _ in self.sources:
             item = self._get()
             if item.opened is not None and item.opened.ready is None:
-                item.frames = Frames(self._frames(), item.warnings)
+                item.frames = Frames(self._frames(), item.warnings, item.detector)
             yield item
 
     def _get(self) -> object:
@@ -283,6 +292,7 @@ def _encode(loaded: Loaded, item: _Opened, job: Job) -> Outcome | _Ready:
             subs=job.subs,
             opened=item.opened,
             frames=frames,
+            cuts=job.cuts,
         )
         frames = None  # read to its end
         max_new = job.generation.max_new_tokens

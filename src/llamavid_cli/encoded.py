@@ -41,6 +41,7 @@ class EncodedVideo:
     source: dict[str, Any] = field(default_factory=dict)  # name, size, content hash, stream shape
     cues: tuple[Cue, ...] = ()
     notes: tuple[str, ...] = ()  # warnings and notes gathered on the way, for the user
+    cuts: tuple[float, ...] | None = None  # shot cuts in seconds (shots.py); None: not looked for
 
     @property
     def num_frames(self) -> int:
@@ -95,6 +96,7 @@ class VidtokHeader:
     tool_version: str
     shapes: dict[str, tuple[int, ...]]  # tensor name → shape
     timestamps: tuple[float, ...]
+    cuts: tuple[float, ...] | None = None  # shot cuts in seconds; None: the file has none recorded
 
     @property
     def num_frames(self) -> int:

@@ -119,6 +119,7 @@ def prepare(
     subs: SubtitleRequest | None = None,
     opened: Opened | None = None,
     frames: Frames | None = None,
+    cuts: bool = False,
 ) -> EncodedVideo:
     """Open a source (see `_prepare`) and attach its subtitles where they will be used.
 
@@ -140,6 +141,7 @@ def prepare(
         progress=progress,
         opened=opened,
         frames=frames,
+        cuts=cuts,
     )
     cues = prepared.cues
     if subs.file or subs.transcribe or (loaded.long_video and not prepared.cues):
@@ -234,13 +236,16 @@ def _prepare(
     progress: FrameProgress | None = None,
     opened: Opened | None = None,
     frames: Frames | None = None,
+    cuts: bool = False,
 ) -> EncodedVideo:
     """Open a .vidtok, or decode a video/image, into something questions can be asked of.
 
     Videos go through the encode cache: a hit skips decoding and the vision tower; a miss
     encodes with features and stores them, so later questions are exact and fast. Without the
     cache, `question` (if given) gets its tokens and no features are kept (one-shot `ask`).
-    `opened` is `open_source`'s result when done already; `frames` the source decoded elsewhere."""
+    `opened` is `open_source`'s result when done already; `frames` the source decoded elsewhere;
+    `cuts`: find the shot cuts in the same decode (for chapters; the decoder then reads every
+    reference frame, so it is not done unless asked)."""
     opened = opened or open_source(loaded, path, sampling, use_cache=use_cache)
     if opened.ready is not None:
         return opened.ready
@@ -256,6 +261,7 @@ def _prepare(
             on_frames=advance,
             info=info,
             frames=frames,
+            detect_cuts=cuts,
         )
     if cacheable:
         try:
@@ -545,3 +551,49 @@ def fit_source(
         cues=cues,
     )
     return sampling, [note] if note else []
+
+
+# ---- chapters (issue 9) -------------------------------------------------------------------
+
+
+def chapter_spans(
+    loaded: Loaded,
+    path: Path,
+    sampling: Sampling | None = None,
+    *,
+    min_length: float,
+    max_length: float,
+    use_cache: bool = True,
+    progress: FrameProgress | None = None,
+    on_note: Callable[[str], None] | None = None,
+) -> tuple[EncodedVideo, list[tuple[float, float]]]:
+    """A video's encode (with features, from the cache when there) and its chapter spans
+    (`chapters.plan` on its shot cuts, found in the same decode). A cached encode made without
+    cuts (for a question) decodes the video once more, for the cuts alone, and the cache keeps them; a .vidtok without cuts gets
+    evenly split chapters, with a note."""
+    from . import chapters, shots
+
+    path = Path(path)
+    sampling = sampling or Sampling()
+    encoded = _prepare(loaded, path, sampling, use_cache=use_cache, progress=progress, cuts=True)
+    notes = list(encoded.notes)
+    if encoded.cuts is None and is_vidtok(path):
+        notes.append(
+            f"{path.name} holds no shot cuts: chapters split at even lengths; "
+            "encode the video again with --cuts for chapters that begin on cuts"
+        )
+    elif encoded.cuts is None:
+        encoded = replace(encoded, cuts=shots.detect(path, sampling, on_warning=notes.append))
+        if use_cache and not video.is_image(path):
+            try:
+                cache.store(cache.key(encoded.source["hash"], loaded.fingerprint, sampling.as_dict()), encoded)
+            except cache.CacheWriteError as exc:
+                notes.append(str(exc))
+    if loaded.long_video and not encoded.cues:
+        encoded = replace(encoded, cues=tuple(gather_cues(path, SubtitleRequest(), (), on_note=notes.append)))
+    for note in notes:
+        if on_note:
+            on_note(note)
+    span = chapters.span_of(encoded, None if is_vidtok(path) else sampling.as_dict())
+    spans = chapters.plan(*span, encoded.cuts or (), min_length, max_length)
+    return encoded, spans

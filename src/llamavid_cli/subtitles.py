@@ -119,21 +119,31 @@ def read_vtt(path: str | Path, *, encoding: str | None = None, on_warning: Warni
 
 def write_srt(cues: Iterable[Cue], path: str | Path) -> None:
     """A SubRip file of `cues`, numbered from 1 in the order given (UTF-8, replaced atomically)."""
+    paths.write_text(path, compose_srt(cues), SubtitleError)
+
+
+def compose_srt(cues: Iterable[Cue]) -> str:
+    """SubRip text of `cues`, numbered from 1 in the order given (srt's composer)."""
     import srt  # srt, webvtt and charset_normalizer load on use: ~0.1 s off every command's start
 
     subs = [srt.Subtitle(i, _delta(cue.start), _delta(cue.end), cue.text) for i, cue in enumerate(cues, start=1)]
-    paths.write_text(path, srt.compose(subs, reindex=False), SubtitleError)
+    return srt.compose(subs, reindex=False)
 
 
 def write_vtt(cues: Iterable[Cue], path: str | Path) -> None:
     """A WebVTT file of `cues` in the order given; & < > are escaped, as WebVTT requires."""
+    paths.write_text(path, compose_vtt(cues), SubtitleError)
+
+
+def compose_vtt(cues: Iterable[Cue]) -> str:
+    """WebVTT text of `cues` (webvtt-py's writer); & < > escaped, blank lines inside a cue removed."""
     import webvtt
 
     captions = [
         webvtt.Caption(_clock(c.start, "."), _clock(c.end, "."), html.escape(_no_blank_lines(c.text), quote=False))
         for c in cues
     ]
-    paths.write_text(path, webvtt.WebVTT(captions=captions).content, SubtitleError)
+    return webvtt.WebVTT(captions=captions).content
 
 
 def _no_blank_lines(text: str) -> str:

@@ -66,12 +66,11 @@ timestamps decode every frame; I/P-only H.264 and VP9 (no disposable frames) los
 GOP tails. Seeking over long gaps and skipping combine: the seek lands on a keyframe and the
 decode forward from it skips too.
 
-A scene-cut detector run in the same pass (chapters, not built yet) would see only the
-frames decoded: within a GOP up to its last chosen frame, the reference frames and the chosen
-ones (with x264's default 3 B-frames and b-pyramid at most 2 frames apart, 4 without
-b-pyramid: a cut placed within that many frames, under 0.1 s at 25–30 fps); after a GOP's
-last chosen frame nothing until the next keyframe, so a cut there is only seen at that
-keyframe (encoders put a keyframe on most hard cuts anyway).
+A scene-cut detector run in the same pass (`on_decoded`, shots.py) sees the reference frames
+and the chosen ones: with an observer the GOP tails are decoded (only the disposable frames are
+left out), and with x264's default 3 B-frames and b-pyramid the reference frames are at most 2
+frames apart (4 without b-pyramid), so a cut is placed within that many frames of where a full
+decode would put it (under 0.1 s at 25–30 fps).
 
 Undecodable packets and damaged frames are skipped and counted; one warning at the end says
 what was lost. Only a file from which no frame at all can be decoded is an error.
@@ -107,6 +106,9 @@ from .errors import UsageError, VideoError
 from .pixels import CropResizer, resize_and_crop
 
 WarningHook = Callable[[str], None]
+# Sees every frame the decoder outputs (chosen or not) with its time: shot-cut detection in the
+# same pass (shots.py). Times only increase: a stretch decoded again after a restart is not re-sent.
+DecodedHook = Callable[[av.VideoFrame, float], None]
 
 _log = logging.getLogger(__name__)
 
@@ -295,6 +297,7 @@ def iter_frames(
     size: int | None = None,
     seek: bool | None = None,
     on_warning: WarningHook | None = None,
+    on_decoded: DecodedHook | None = None,
 ) -> Iterator[Frame]:
     """Yield the chosen frames of a video in order (see the module docstring for the rule).
 
@@ -304,6 +307,8 @@ def iter_frames(
         to size×size, byte for byte as `pixels.resize_and_crop` (`FrameScaler`); otherwise
         the full frame is returned.
     on_warning: called once, at the end, with one line if packets or frames were lost.
+    on_decoded: called with every undamaged frame the decoder outputs before the range's end
+        (not only the chosen ones) and its time, before that frame is yielded; not for images.
     """
     sampling = sampling or Sampling()
     _check_options(sampling, size)
@@ -315,7 +320,7 @@ def iter_frames(
         return
 
     with _Source(path) as src:
-        yield from _stream_frames(src, sampling, size, seek, on_warning)
+        yield from _stream_frames(src, sampling, size, seek, on_warning, on_decoded)
 
 
 def count_frames(info: VideoInfo, sampling: Sampling | None = None) -> int:
@@ -632,7 +637,12 @@ def _check_range(path: Path, duration: float, sampling: Sampling) -> None:
 
 
 def _stream_frames(
-    src: _Source, sampling: Sampling, size: int | None, seek: bool | None, on_warning: WarningHook | None
+    src: _Source,
+    sampling: Sampling,
+    size: int | None,
+    seek: bool | None,
+    on_warning: WarningHook | None,
+    on_decoded: DecodedHook | None = None,
 ) -> Iterator[Frame]:
     _check_range(src.path, src.duration, sampling)
     start, end = sampling.start, sampling.end
@@ -658,6 +668,7 @@ def _stream_frames(
     skipped = 0
     held_back: list[Frame] = []  # chosen during probation
     first_target = target
+    observed = -math.inf  # time of the last frame given to on_decoded
 
     # Seek to the first slot when `start` is past the first frames, unless told never to seek.
     # Seeks aim half a frame past the wanted frame: when it is a keyframe itself, the backward
@@ -678,6 +689,7 @@ def _stream_frames(
             if nal is not None and (constant or not anchored):
                 skim = _Skim(src, nal, wanted, nominal=anchored)
                 skim.probation = probation
+                skim.keep_references = on_decoded is not None  # a cut detector sees every reference frame
             counted = -1  # decode-order position from the stream's start (when not anchored)
             stamps: list[int | None] = []  # pts of the frames output during probation
             try:
@@ -718,6 +730,9 @@ def _stream_frames(
                     if end is not None and t >= end:
                         target = None
                         break
+                    if on_decoded is not None and t > observed and not vf.is_corrupt:
+                        observed = t
+                        on_decoded(vf, t)
                     if index < target * stride:
                         continue  # not chosen: never converted to RGB
                     if start is not None and t < start - 1e-6:
@@ -1060,6 +1075,7 @@ class _Skim:
         self.lead: list[tuple[av.Packet, int, int]] | None = None  # a CRA and its leading pictures
         self.skipped = 0
         self.probation = False  # True: send every packet (the clock is still being checked)
+        self.keep_references = False  # True: decode unwanted reference frames too (GOP tails kept)
 
     def push(self, packet: av.Packet) -> Iterator[av.Packet]:
         """The packets to decode now (decode order), given one more from the demuxer."""
@@ -1142,7 +1158,7 @@ class _Skim:
             yield self._send(packet, index)
         elif kind & _DISPOSABLE:
             self._drop(packet, index)
-        elif kind & _KEEP:
+        elif kind & _KEEP or self.keep_references:
             yield from self._send_held()
             yield self._send(packet, index)
         else:

@@ -38,6 +38,7 @@ def metadata(video: EncodedVideo) -> dict[str, str]:
         "sampling": json.dumps(video.sampling),
         "source": json.dumps(video.source),
         "subtitles": json.dumps([{"start": c.start, "end": c.end, "text": c.text} for c in video.cues]),
+        **({"cuts": json.dumps(list(video.cuts))} if video.cuts is not None else {}),
         "tool_version": __version__,
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
@@ -278,6 +279,15 @@ def _check_metadata(path: Path, meta: dict[str, str]) -> dict[str, Any]:
         fields("subtitle", cue, _CUE, strict=True)
         if not (math.isfinite(cue["start"]) and math.isfinite(cue["end"]) and 0 <= cue["start"] <= cue["end"]):
             raise _damaged(path, f"subtitle {number} ends before it starts or has no finite times")
+    cuts = decoded("cuts", "null", (list, type(None)))
+    if cuts is not None:
+        if not all(
+            isinstance(c, (int, float)) and not isinstance(c, bool) and math.isfinite(c) and c >= 0 for c in cuts
+        ):
+            raise _damaged(path, "metadata cuts holds something other than times of 0 s or later")
+        if any(b <= a for a, b in zip(cuts, cuts[1:])):
+            raise _damaged(path, "metadata cuts are not in ascending order")
+        cuts = tuple(float(c) for c in cuts)
     return {
         "model": meta["model"],
         "fingerprint": meta["fingerprint"],
@@ -287,6 +297,7 @@ def _check_metadata(path: Path, meta: dict[str, str]) -> dict[str, Any]:
         "sampling": sampling,
         "source": source,
         "cues": cues,
+        "cuts": cuts,
     }
 
 

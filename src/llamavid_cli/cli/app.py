@@ -199,6 +199,7 @@ COMMANDS: dict[str, str | Callable[[], typer.Typer]] = {
     "info": "info:info",
     "summarize": "summarize:summarize",
     "serve": "serve:serve",
+    "chapters": "chapters:chapters",
     "cache": _cache_group,
     "models": _models_group,
 }

@@ -62,6 +62,13 @@ def encode(
             help="Also store the visual features (float16) so every later question gets its own context tokens.",
         ),
     ] = False,
+    cuts: Annotated[
+        bool,
+        typer.Option(
+            "--cuts",
+            help="Also find the shot cuts in the same decode and store them, for `llamavid chapters FILE.vidtok`.",
+        ),
+    ] = False,
     models: o.ModelOptions = o.ModelOptions(),
     subs: o.SubtitleOptions = o.SubtitleOptions(),
     frames: o.SamplingOptions = o.SamplingOptions(),
@@ -91,7 +98,7 @@ def encode(
     failed = 0
     for source, target in zip(videos, targets):
         try:
-            record = _encode_one(out, run, source, target, prompt, keep_features)
+            record = _encode_one(out, run, source, target, prompt, keep_features, cuts)
         except LlamaVidError as exc:
             if len(videos) == 1:
                 raise
@@ -106,7 +113,7 @@ def encode(
         raise typer.Exit(1)
 
 
-def _encode_one(out: Output, run: Started, source: Path, target: Path, prompt: str, keep: bool) -> dict:
+def _encode_one(out: Output, run: Started, source: Path, target: Path, prompt: str, keep: bool, cuts: bool) -> dict:
     import time
     from dataclasses import replace
 
@@ -115,7 +122,9 @@ def _encode_one(out: Output, run: Started, source: Path, target: Path, prompt: s
     loaded, sampling = run.loaded, run.sampling
     started = time.perf_counter()
     with out.frames(source.name, pipeline.expected_frames(source, sampling)) as advance:
-        encoded = pipeline.encode_source(loaded, source, prompt, sampling, keep_features=keep, on_frames=advance)
+        encoded = pipeline.encode_source(
+            loaded, source, prompt, sampling, keep_features=keep, on_frames=advance, detect_cuts=cuts
+        )
     seconds = time.perf_counter() - started
     for warning in encoded.notes:
         out.warn(about(source, warning))

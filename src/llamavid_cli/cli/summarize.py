@@ -5,10 +5,10 @@ from __future__ import annotations
 import glob
 import json
 import zlib
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePath
-from typing import TYPE_CHECKING, Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Any, Optional
 
 import typer
 
@@ -220,6 +220,14 @@ def summarize(
             show_default=False,
         ),
     ] = None,
+    chapters_fmt: Annotated[
+        Optional[str],
+        typer.Option(
+            "--chapters",
+            help="Also write each video's chapters beside its summary (clip.mp4.chapters.vtt) in this format: "
+            "vtt, srt, json, ffmetadata or youtube (see llamavid chapters).",
+        ),
+    ] = None,
     models: o.ModelOptions = o.ModelOptions(),
     subs: o.TranscribeOptions = o.TranscribeOptions(),
     generation: o.GenerationOptions = o.GenerationOptions(),
@@ -250,6 +258,14 @@ def summarize(
     size = batch.parse_batch_size(batch_size)
     if server and (use_ray or ray_address):
         raise UsageError("--server and --ray both say where the work runs: give one")
+    if chapters_fmt is not None:
+        from ..chapters import check_format
+
+        check_format(chapters_fmt, "--chapters")
+        if not out_dir or not run_opts.use_cache:
+            raise UsageError("--chapters needs --out-dir (the files go beside the summaries) and the encode cache")
+        if server or use_ray or ray_address:
+            raise UsageError("--chapters runs where the model is loaded: not with --server or --ray")
     out = Output(json_out)
     if run_opts.use_cache:
         check_cache_size()
@@ -295,9 +311,23 @@ def summarize(
             ray_batch.disconnect()
     else:
         run = start(out, models, frames, subs, choose_for=videos, max_new_tokens=generation.max_new_tokens)
-        job = batch.Job(prompt, run.sampling, generation.settings(), run_opts.use_cache, run_opts.fit, run.subs)
+        job = batch.Job(
+            prompt,
+            run.sampling,
+            generation.settings(),
+            run_opts.use_cache,
+            run_opts.fit,
+            run.subs,
+            cuts=chapters_fmt is not None,
+        )
         outcomes = batch.summarize(run.loaded, files, job, batch_size=batch.auto_batch_size(run.loaded, size))
-        failed = report(out, outcomes, len(files), written, fmt, json_out)
+        after = None
+        if chapters_fmt is not None:
+
+            def after(source: Path, console) -> None:
+                _write_chapters(run.loaded, run, source, written[source], fmt, chapters_fmt, job.generation, console)
+
+        failed = report(out, outcomes, len(files), written, fmt, json_out, after)
     out.info(
         f"{len(files) - len(failed)} of {len(files)} summarised"
         + (f"; failed: {', '.join(map(str, failed))}" if failed else "")
@@ -307,11 +337,18 @@ def summarize(
 
 
 def report(
-    out: Output, outcomes: Iterable[batch.Outcome], total: int, written: dict[Path, Path], fmt: str, json_out: bool
+    out: Output,
+    outcomes: Iterable[batch.Outcome],
+    total: int,
+    written: dict[Path, Path],
+    fmt: str,
+    json_out: bool,
+    after: Callable[[Path, Any], None] | None = None,
 ) -> list[Path]:
     """The one place a batch's results are written, local or on Ray: the summary file under
-    --out-dir, the JSON Lines record or text on stdout, errors and notes on stderr, the bar.
-    Returns the sources that failed."""
+    --out-dir, the JSON Lines record or text on stdout, errors and notes on stderr, the bar;
+    `after(source, console)` runs once a summary is written (--chapters). Returns the sources
+    that failed."""
     failed: list[Path] = []
     with out.progress() as bar:
         task = bar.add_task("videos", total=total, rate="")
@@ -324,6 +361,8 @@ def report(
                     raise outcome.error
                 if written:
                     write_summary(written[source], source, answer, fmt)
+                if after is not None:
+                    after(source, bar.console)
             except LlamaVidError as exc:
                 failed.append(source)
                 if json_out:
@@ -339,3 +378,18 @@ def report(
                 out.result(f"== {source} ==\n{answer['answer']}\n")
             bar.advance(task)
     return failed
+
+
+def _write_chapters(loaded, run, source: Path, summary: Path, fmt: str, chapters_fmt: str, settings, console) -> None:
+    """`<name>.chapters.<ext>` beside the summary, from the encode the summary just cached (no decode)."""
+    from .. import chapters
+
+    found = chapters.make(
+        loaded,
+        source,
+        run.sampling,
+        fmt=chapters_fmt,
+        generation=settings,
+        on_note=lambda note: console.print(f"Warning: {about(source, note)}", markup=False),
+    )
+    chapters.write(chapters.file_beside(summary, fmt, chapters_fmt), chapters.render(found, chapters_fmt))
