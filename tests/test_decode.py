@@ -153,6 +153,16 @@ def test_gop_tails_left_out_choose_the_full_decodes_frames(gop_clips, name, fps)
 
 
 @pytest.mark.parametrize("name", GOP_CLIPS)
+def test_a_gop_tail_left_undecoded_is_not_taken_for_a_truncated_file(gop_clips, name):
+    """The last GOP's tail is never decoded at 1 fps; the file is whole all the same."""
+    if name not in gop_clips:
+        pytest.skip("PyAV's FFmpeg has no libx265")
+    warnings: list[str] = []
+    list(iter_frames(gop_clips[name], Sampling(fps=1.0), size=16, on_warning=warnings.append))
+    assert warnings == []
+
+
+@pytest.mark.parametrize("name", GOP_CLIPS)
 def test_gop_tails_are_left_undecoded(gop_clips, name, decode_counter):
     if name not in gop_clips:
         pytest.skip("PyAV's FFmpeg has no libx265")

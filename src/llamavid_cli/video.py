@@ -783,6 +783,10 @@ def _stream_frames(
             finally:
                 if skim is not None:
                     skipped += skim.skipped
+                    if reached_end and skim.last_seen is not None:
+                        # the truncation check asks where the stream ends: a GOP tail left
+                        # undecoded is still there (its packets were read), not lost
+                        damage.last_time = max(damage.last_time or 0.0, skim.last_seen)
         if damage.decoded == 0:
             raise VideoError(_no_frame_message(src, damage))
         _log.debug(
@@ -1075,6 +1079,7 @@ class _Skim:
         self.lead: list[tuple[av.Packet, int, int]] | None = None  # a CRA and its leading pictures
         self.skipped = 0
         self.probation = False  # True: send every packet (the clock is still being checked)
+        self.last_seen: float | None = None  # the latest frame time demuxed, decoded or not
         self.keep_references = False  # True: decode unwanted reference frames too (GOP tails kept)
 
     def push(self, packet: av.Packet) -> Iterator[av.Packet]:
@@ -1082,6 +1087,9 @@ class _Skim:
         pts = packet.pts
         if pts is None:
             raise _Inexact("a packet has no timestamp")
+        seen = self.src.packet_time(pts)
+        if self.last_seen is None or seen > self.last_seen:
+            self.last_seen = seen
         if self.nominal:
             yield from self._decide(packet, round(self.src.packet_time(pts) * self.src.fps))
             return
