@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import atexit
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING, Annotated
@@ -87,7 +87,6 @@ def chat(
     With stdin piped, each line is one question and each answer is printed on its own line.
     """
     from ..chat import ChatSession, open_source
-    from ..errors import ContextLengthError
 
     out = Output()
     existing_file(source)
@@ -117,14 +116,22 @@ def chat(
     for note in prepared.notes:
         out.warn(note)
     session = ChatSession(run.loaded, prepared, str(source), generation.settings())
-    interactive = sys.stdin.isatty()
     out.info(f"{source.name}: {prepared.num_frames} frames. Ask away; /help for commands.")
+    _converse(out, session, lambda line: _command(out, session, line))
+
+
+def _converse(out: Output, session: ChatSession | RemoteChat, command: Callable[[str], bool]) -> None:
+    """The conversation, local or with a server: a line is a question, or a /command (`command`
+    returns False to end); an answer stopped or too long for the context does not end it."""
+    from ..errors import ContextLengthError
+
+    interactive = sys.stdin.isatty()
     for line in _lines(interactive):
         question = line.strip()
         if not question:
             continue
         if question.startswith("/"):
-            if not _command(out, session, question):
+            if not command(question):
                 return
             continue
         if interactive:
@@ -139,6 +146,9 @@ def chat(
             out.end_stream()
             out.warn(f"{exc}. Type /reset to start the conversation over.")
             continue
+        except LlamaVidError:
+            out.end_stream()
+            raise
         out.end_stream()
 
 
@@ -226,68 +236,49 @@ def _remote(
     run_opts: o.FitOptions,
 ) -> None:
     """`chat --server`: the same loop, each answer from the server; /range narrows the next requests."""
-    from dataclasses import replace
-
     from ..client import RemoteChat
-    from ..errors import ContextLengthError, LlamaVidError
 
     whole = frames.sampling()
     session = RemoteChat(
         client, source, sampling=whole, generation=generation.settings(), fit=run_opts.fit, use_cache=run_opts.use_cache
     )
-    interactive = sys.stdin.isatty()
     out.info(f"{source.name}: answered by {client.url}. Ask away; /help for commands.")
-    for line in _lines(interactive):
-        question = line.strip()
-        if not question:
-            continue
-        if question.startswith("/"):
-            name, _, arg = question.partition(" ")
-            if name in ("/exit", "/quit"):
-                return
-            if name == "/reset":
-                session.reset()
-                out.info("Conversation cleared.")
-            elif name in ("/save", "/save!"):
-                _save(out, session, name, arg)
-            elif name == "/range":
-                args = arg.split()
-                try:
-                    start_s = o.parse_time(args[0], "/range") if args else None
-                    end_s = o.parse_time(args[1], "/range") if len(args) > 1 else None
-                except typer.BadParameter as exc:
-                    out.warn(f"{exc.message}; usage: /range START [END]")
-                    continue
-                session.sampling = replace(whole, start=start_s, end=end_s) if args else whole
-                out.info(
-                    "Whole video."
-                    if not args
-                    else f"Talking about the part from {start_s:g} s"
-                    + (f" to {end_s:g} s." if end_s is not None else ".")
-                )
-            elif name == "/info":
-                out.info(
-                    f"source {source}, server {client.url}, model {session.model or '?'}, "
-                    f"{session.frames if session.frames is not None else '?'} frames, {len(session.history)} turns"
-                )
-            elif name == "/help":
-                out.info(HELP)
-            else:
-                out.warn(f"unknown command {name}; /help lists them")
-            continue
-        if interactive:
-            out.err.print("LLaMA-VID: ", end="", style="bold")
+    _converse(out, session, lambda line: _remote_command(out, session, client, source, whole, line))
+
+
+def _remote_command(out: Output, session: RemoteChat, client: Remote, source: Path, whole, line: str) -> bool:
+    """One /command of `chat --server`; False ends the conversation."""
+    from dataclasses import replace
+
+    name, _, arg = line.partition(" ")
+    if name in ("/exit", "/quit"):
+        return False
+    if name == "/reset":
+        session.reset()
+        out.info("Conversation cleared.")
+    elif name in ("/save", "/save!"):
+        _save(out, session, name, arg)
+    elif name == "/range":
+        args = arg.split()
         try:
-            session.ask(question, on_text=out.stream)
-        except KeyboardInterrupt:
-            out.end_stream()
-            out.info("(answer stopped)")
-            continue
-        except ContextLengthError as exc:
-            out.end_stream()
-            out.warn(f"{exc}. Type /reset to start the conversation over.")
-            continue
-        except LlamaVidError:
-            out.end_stream()
-            raise
-        out.end_stream()
+            start_s = o.parse_time(args[0], "/range") if args else None
+            end_s = o.parse_time(args[1], "/range") if len(args) > 1 else None
+        except typer.BadParameter as exc:
+            out.warn(f"{exc.message}; usage: /range START [END]")
+            return True
+        session.sampling = replace(whole, start=start_s, end=end_s) if args else whole
+        out.info(
+            "Whole video."
+            if not args
+            else f"Talking about the part from {start_s:g} s" + (f" to {end_s:g} s." if end_s is not None else ".")
+        )
+    elif name == "/info":
+        out.info(
+            f"source {source}, server {client.url}, model {session.model or '?'}, "
+            f"{session.frames if session.frames is not None else '?'} frames, {len(session.history)} turns"
+        )
+    elif name == "/help":
+        out.info(HELP)
+    else:
+        out.warn(f"unknown command {name}; /help lists them")
+    return True
