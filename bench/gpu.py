@@ -85,31 +85,13 @@ def raw_config(long_video: bool, quick: bool, vocab: int | None = None) -> dict:
 
 
 def build(long_video: bool, quick: bool, device: torch.device, dtype: torch.dtype, vocab: int | None = None):
-    """LlamaVid from the config with random weights made on `device` (normal 0.02, norms 1)."""
-    from llamavid_cli.checkpoints import bert_vocab
+    """LlamaVid from the config with random weights made on `device` (bench/long.py's builder)."""
+    from long import random_model
+
     from llamavid_cli.config import parse_config
-    from llamavid_cli.model.llamavid import LlamaVid
-    from llamavid_cli.model.qformer import load_bert_tokenizer
 
     config = parse_config(raw_config(long_video, quick, vocab))
-    previous = torch.get_default_dtype()
-    torch.set_default_dtype(dtype)
-    try:
-        with torch.device(device):
-            model = LlamaVid(config)
-    finally:
-        torch.set_default_dtype(previous)
-    gen = torch.Generator(device=device).manual_seed(0)
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            p.requires_grad_(False)
-            if p.dim() >= 2:
-                p.normal_(0.0, 0.02, generator=gen)
-            else:
-                p.zero_() if name.endswith("bias") else p.fill_(1.0)
-    model.eval()
-    model.bert_tokenizer = load_bert_tokenizer(bert_vocab())
-    return model, config
+    return random_model(config, device, dtype), config
 
 
 def sync(device: torch.device) -> None:

@@ -138,12 +138,18 @@ def describe(kind: str) -> str:
 
 
 def build_model(kind: str, device: torch.device, dtype: torch.dtype):
-    from llamavid_cli.checkpoints import bert_vocab
     from llamavid_cli.config import parse_config
+
+    return random_model(parse_config(raw_config(kind)), device, dtype)
+
+
+def random_model(config, device: torch.device, dtype: torch.dtype):
+    """LlamaVid for `config` with random weights made on `device` (normal 0.02, norms 1, biases 0)
+    and the packaged BERT vocabulary; bench/gpu.py and bench/evidence.py build theirs here too."""
+    from llamavid_cli.checkpoints import bert_vocab
     from llamavid_cli.model.llamavid import LlamaVid
     from llamavid_cli.model.qformer import load_bert_tokenizer
 
-    config = parse_config(raw_config(kind))
     previous = torch.get_default_dtype()
     torch.set_default_dtype(dtype)
     try:
