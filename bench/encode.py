@@ -35,7 +35,7 @@ interleaved (a, b, c, a, b, c, …) and every figure is the median of `--repeats
 6. Shot cuts in the same decode pass (issue 9; --skip-cuts to leave out): on part 5's x264 clips,
    (a) iter_frames at 1 fps + normalize as encode runs it, (b) the same with `shots.CutDetector` as
    its `on_decoded` hook (every decoded frame scaled to 96 px wide, PySceneDetect's AdaptiveDetector;
-   with the hook the GOP tails are decoded too, so the detector sees every reference frame).
+   with the hook a GOP tail is decoded only where a shot may start in it: video.py's spike and clock rules).
    Target: (b) CPU ≤ 1.15×(a). Precision: a 640x360 x264 `medium` clip with 12 hard cuts at known
    frames (part 5's texture, each scene shifted and its colour channels permuted): the cuts (b) finds
    with non-reference frames left undecoded against those it finds decoding every frame and the truth.

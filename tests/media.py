@@ -312,3 +312,44 @@ def scene_cuts(scenes: Sequence[float] = (2.5, 2.5, 2.5), fps: int = 10) -> list
     """The true cut times of `make_scenes`: the first frame time of every scene after the first."""
     counts = [round(s * fps) for s in scenes]
     return [sum(counts[:i]) / fps for i in range(1, len(counts))]
+
+
+def make_pan(
+    path: str | Path,
+    *,
+    seconds: float = 8.0,
+    fps: int = 10,
+    width: int = 96,
+    height: int = 64,
+    speed: int = 1,
+    encoder_options: dict[str, str] | None = None,
+) -> Path:
+    """One shot, no cut: a colourful smooth texture panning `speed` pixels a frame (x264
+    `veryfast` unless `encoder_options` say otherwise). Over a second of frames it changes as
+    much as a cut does between neighbours; between neighbours it changes little."""
+    path = Path(path)
+    total = round(seconds * fps)
+    ys, xs = np.mgrid[0:height, 0 : width + speed * total].astype(np.float32)
+    texture = np.stack(
+        [
+            128 + 90 * np.sin(xs / 5.0) * np.cos(ys / 7.0),
+            128 + 90 * np.cos(xs / 9.0 + ys / 4.0),
+            128 + 90 * np.sin((xs + ys) / 6.0),
+        ],
+        axis=-1,
+    )
+    texture = texture.clip(0, 255).astype(np.uint8)
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=fps)
+        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        stream.options = encoder_options or {"preset": "veryfast", "crf": "18"}
+        for i in range(total):
+            frame = av.VideoFrame.from_ndarray(
+                np.ascontiguousarray(texture[:, speed * i : speed * i + width]), format="rgb24"
+            )
+            frame.pts = i
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    return path

@@ -64,8 +64,44 @@ def test_cuts_are_found_in_the_decode_that_samples_frames(scenes, decode_counter
 
 def test_a_decoded_stretch_is_reported_once_in_time_order(scenes):
     seen = []
-    list(video.iter_frames(scenes, video.Sampling(fps=2.0), on_decoded=lambda f, t: seen.append(t)))
+    list(video.iter_frames(scenes, video.Sampling(fps=2.0), on_decoded=lambda f, t, gap: seen.append(t)))
     assert seen == sorted(set(seen)) and seen[0] == 0.0
+
+
+# A fixed GOP (a keyframe every 2 s, by the clock: scenecut off, as streaming encoders run),
+# sampled at 1 fps: the second half of each GOP is a tail nothing chosen needs.
+FIXED_GOP = {"preset": "veryfast", "crf": "18", "x264-params": "keyint=20:min-keyint=20:scenecut=0"}
+
+
+def test_a_cut_inside_a_gop_tail_is_found_and_tails_without_one_stay_undecoded(tmp_path):
+    scenes = (1.5, 2.0, 4.5)  # cuts at frames 15 and 35, inside the tails of the first two GOPs
+    clip = media.make_scenes(tmp_path / "fixed.mp4", scenes=scenes, fps=FPS, encoder_options=FIXED_GOP)
+    detector = shots.CutDetector(FPS)
+    chosen = [f.time for f in video.iter_frames(clip, size=16, on_decoded=detector)]
+    assert chosen == [float(t) for t in range(8)]
+    truth = media.scene_cuts(scenes, FPS)
+    assert len(detector.cuts()) == len(truth)
+    for found, true in zip(detector.cuts(), truth):
+        assert abs(found - true) <= 1 / FPS + 1e-6, (detector.cuts(), truth)
+    assert detector.gaps >= 1  # the tails with no cut in them were left out
+
+
+def test_no_cut_is_found_across_a_tail_left_undecoded(tmp_path):
+    clip = media.make_pan(tmp_path / "pan.mp4", encoder_options=FIXED_GOP)
+    told, blind = shots.CutDetector(FPS), shots.CutDetector(FPS)
+
+    def both(frame, time, after_gap):
+        told(frame, time, after_gap)
+        blind(frame, time, False)  # the same frames, the gaps not said
+
+    list(video.iter_frames(clip, size=16, on_decoded=both))
+    assert told.gaps >= 1
+    assert blind.cuts()  # a second of panning scores like a cut between neighbours …
+    assert told.cuts() == ()  # … so across a gap no cut is looked for
+
+
+def test_the_decoder_judges_packet_sizes_over_the_shortest_shot():
+    assert video._SPIKE_SECONDS == shots.MIN_SHOT
 
 
 def test_a_single_scene_has_no_cuts(tmp_path):
@@ -161,26 +197,30 @@ def test_youtube_refuses_what_youtube_would_ignore():
 
 
 def test_cuts_travel_in_the_cache_and_the_vidtok(scenes, tiny_video_ckpt, tmp_path):
-    made = run("encode", scenes, "-o", tmp_path / "s.vidtok", "--cuts", "--model", tiny_video_ckpt, *CPU)
+    made = run("encode", scenes, "-o", tmp_path / "s.vidtok", "--model", tiny_video_ckpt, *CPU)
     assert made.exit_code == 0, made.stderr
     header = vidtok.read_header(tmp_path / "s.vidtok")
     near_cuts(header.cuts)
     assert vidtok.read(tmp_path / "s.vidtok").cuts == header.cuts
-    plain = run("encode", scenes, "-o", tmp_path / "p.vidtok", "--model", tiny_video_ckpt, *CPU)
+    plain = run("encode", scenes, "-o", tmp_path / "p.vidtok", "--no-cuts", "--model", tiny_video_ckpt, *CPU)
     assert plain.exit_code == 0 and vidtok.read_header(tmp_path / "p.vidtok").cuts is None  # not looked for
 
 
-def test_a_question_alone_does_not_look_for_cuts(scenes, tiny_video_ckpt):
+def test_a_cached_question_keeps_the_cuts_so_chapters_decode_nothing_more(scenes, tiny_video_ckpt, decode_counter):
     asked = run("ask", scenes, "what?", "--model", tiny_video_ckpt, "-t", 0, "--max-new-tokens", 1, *CPU)
     assert asked.exit_code == 0, asked.stderr
     [entry] = cache.entries()
-    assert vidtok.read_header(entry.path).cuts is None  # the decoder kept its GOP-tail savings
+    near_cuts(vidtok.read_header(entry.path).cuts)  # found in the decode that answered
+    decoded = decode_counter["frames"]
+    result = chapters_cmd(scenes, "--format", "json", model=tiny_video_ckpt)
+    assert result.exit_code == 0, result.stderr
+    assert decode_counter["frames"] == decoded
 
 
 def test_an_old_vidtok_without_cuts_still_reads(scenes, tiny_video_ckpt, tmp_path):
     from dataclasses import replace
 
-    made = run("encode", scenes, "-o", tmp_path / "s.vidtok", "--cuts", "--model", tiny_video_ckpt, *CPU)
+    made = run("encode", scenes, "-o", tmp_path / "s.vidtok", "--model", tiny_video_ckpt, *CPU)
     assert made.exit_code == 0, made.stderr
     old = replace(vidtok.read(tmp_path / "s.vidtok"), cuts=None)
     vidtok.write(tmp_path / "old.vidtok", old)
@@ -234,11 +274,13 @@ def test_chapters_begin_at_the_cuts_in_every_format(scenes, tiny_video_ckpt, tmp
 
 
 def test_a_cached_encode_without_cuts_decodes_once_for_them_and_keeps_them(scenes, tiny_video_ckpt):
+    from dataclasses import replace
 
     asked = run("ask", scenes, "what?", "--model", tiny_video_ckpt, "-t", 0, "--max-new-tokens", 1, *CPU)
     assert asked.exit_code == 0, asked.stderr
     [entry] = cache.entries()
-    assert vidtok.read_header(entry.path).cuts is None  # a question alone does not look for cuts
+    vidtok.write(entry.path, replace(vidtok.read(entry.path), cuts=None))  # as made before cuts were kept
+    assert vidtok.read_header(entry.path).cuts is None
     result = chapters_cmd(scenes, "--format", "json", model=tiny_video_ckpt)
     assert result.exit_code == 0, result.stderr
     near_cuts([c["start"] for c in json.loads(result.stdout)[1:]])

@@ -316,6 +316,29 @@ def refusals(files):
     ]
 
 
+def test_an_oversize_upload_gets_its_413_while_the_client_is_still_sending(server):
+    # The server refuses on the declared length, then reads the rest (dropping it): closing
+    # with the body unread would reset the connection under a client that is still sending.
+    size = 8 * 1024 * 1024
+    connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=120)
+    connection.putrequest("POST", "/v1/chat/completions")
+    for name, value in (
+        ("Content-Type", "application/json"),
+        ("Authorization", f"Bearer {KEY}"),
+        ("Connection", "close"),
+    ):
+        connection.putheader(name, value)
+    connection.putheader("Content-Length", str(size))
+    connection.endheaders()
+    chunk = b" " * 65536
+    for _ in range(size // len(chunk)):
+        connection.send(chunk)
+    response = connection.getresponse()
+    assert response.status == 413
+    assert json.loads(response.read())["error"]["code"] == "upload_too_large"
+    connection.close()
+
+
 def test_bad_requests_get_their_status_and_an_openai_error(server, files):
     for name, body, key, status in refusals(files):
         got, answer = post(server, body, key)

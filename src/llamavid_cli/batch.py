@@ -48,7 +48,7 @@ class Job:
     use_cache: bool = True
     fit: bool = False
     subs: SubtitleRequest = field(default_factory=SubtitleRequest)
-    cuts: bool = False  # find shot cuts in the decode too (summarize --chapters)
+    cuts: bool | None = None  # find shot cuts in the decode too (None: when the encode is cached)
 
 
 @dataclass
@@ -147,7 +147,8 @@ class Decoder:
             item = _Opened(source)
             try:
                 item.opened, item.notes = self._open(source)
-                if item.opened.ready is None and self.job.cuts:  # cuts found in the same decode
+                cuts = item.opened.cacheable if self.job.cuts is None else self.job.cuts
+                if item.opened.ready is None and cuts:  # cuts found in the same decode
                     item.detector = cut_detector(source)
             except LlamaVidError as exc:
                 item.error = exc

@@ -119,7 +119,7 @@ def prepare(
     subs: SubtitleRequest | None = None,
     opened: Opened | None = None,
     frames: Frames | None = None,
-    cuts: bool = False,
+    cuts: bool | None = None,
 ) -> EncodedVideo:
     """Open a source (see `_prepare`) and attach its subtitles where they will be used.
 
@@ -236,7 +236,7 @@ def _prepare(
     progress: FrameProgress | None = None,
     opened: Opened | None = None,
     frames: Frames | None = None,
-    cuts: bool = False,
+    cuts: bool | None = None,
 ) -> EncodedVideo:
     """Open a .vidtok, or decode a video/image, into something questions can be asked of.
 
@@ -244,8 +244,9 @@ def _prepare(
     encodes with features and stores them, so later questions are exact and fast. Without the
     cache, `question` (if given) gets its tokens and no features are kept (one-shot `ask`).
     `opened` is `open_source`'s result when done already; `frames` the source decoded elsewhere;
-    `cuts`: find the shot cuts in the same decode (for chapters; the decoder then reads every
-    reference frame, so it is not done unless asked)."""
+    `cuts`: find the shot cuts in the same decode (for chapters); None: when the encode is kept
+    in the cache, so `chapters` later decodes nothing (bench/encode.py part 6: about a tenth
+    more decoding CPU), and not for a one-shot answer that keeps nothing."""
     opened = opened or open_source(loaded, path, sampling, use_cache=use_cache)
     if opened.ready is not None:
         return opened.ready
@@ -261,7 +262,7 @@ def _prepare(
             on_frames=advance,
             info=info,
             frames=frames,
-            detect_cuts=cuts,
+            detect_cuts=cacheable if cuts is None else cuts,
         )
     if cacheable:
         try:
@@ -568,9 +569,9 @@ def chapter_spans(
     on_note: Callable[[str], None] | None = None,
 ) -> tuple[EncodedVideo, list[tuple[float, float]]]:
     """A video's encode (with features, from the cache when there) and its chapter spans
-    (`chapters.plan` on its shot cuts, found in the same decode). A cached encode made without
-    cuts (for a question) decodes the video once more, for the cuts alone, and the cache keeps them; a .vidtok without cuts gets
-    evenly split chapters, with a note."""
+    (`chapters.plan` on its shot cuts, found in the same decode). A cached encode without cuts
+    (made before they were kept) decodes the video once more, for the cuts alone, and the cache
+    keeps them; a .vidtok without cuts gets evenly split chapters, with a note."""
     from . import chapters, shots
 
     path = Path(path)
@@ -580,7 +581,7 @@ def chapter_spans(
     if encoded.cuts is None and is_vidtok(path):
         notes.append(
             f"{path.name} holds no shot cuts: chapters split at even lengths; "
-            "encode the video again with --cuts for chapters that begin on cuts"
+            "encode the video again (without --no-cuts) for chapters that begin on cuts"
         )
     elif encoded.cuts is None:
         encoded = replace(encoded, cuts=shots.detect(path, sampling, on_warning=notes.append))

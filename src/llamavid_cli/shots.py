@@ -13,9 +13,12 @@ chosen are never decoded (video.py), so it sees the reference frames and the cho
 only: with x264's defaults (3 B-frames, b-pyramid) those are at most 2 frames apart, so a cut
 is placed at most 2 frames (under 0.1 s at 25–30 fps) after where a full decode would put it.
 Encoders start a new shot with a reference frame (x264's scenecut makes it an I-frame), and
-then the cut is exact. Where decoding seeks over a long gap between chosen frames (sparse
-sampling on a stream with short keyframe intervals, video.py's seek path), the detector starts
-afresh after the gap: a cut inside a stretch that was never decoded is not found.
+then the cut is exact. The rest of a GOP after its last chosen frame is decoded only where a
+shot may start in it (video.py: a reference packet much larger than the ones before it, or a
+keyframe before the encoder's clock would put one). After a stretch left undecoded, or a seek
+over a gap between chosen frames, the next frame is no neighbour of the last one: its score is
+taken to be the last genuine one (`_Adaptive`), so no cut is found across the gap, and the
+rolling average goes on undisturbed on both sides of it.
 
 The threshold on the adaptive ratio is 2.0, not PySceneDetect's 3.0: with non-reference frames
 left undecoded, consecutive frames the detector sees are 1 to 4 frame periods apart, so the
@@ -41,33 +44,49 @@ DETECT_WIDTH = 96  # pixels; the height keeps the aspect ratio (even, at least 2
 MIN_SHOT = 0.5  # seconds: no two cuts closer than this (PySceneDetect's default is 15 frames)
 ADAPTIVE_THRESHOLD = 2.0  # score ratio to the neighbours' average (PySceneDetect: 3.0; see below) …
 MIN_CONTENT = 15.0  # … and smallest content score that can be a cut
-GAP_FRAMES = 16  # frames decoded more than this many frame periods apart: a seek, start afresh
+
+
+def _adaptive_detector():
+    """PySceneDetect's AdaptiveDetector, told which frames follow a gap (`across_gap`).
+
+    It scores each frame against the one before, assuming the two are neighbours. Across a gap
+    they are not (motion over a second of frames scores like a cut), so that frame is given the
+    last genuine score instead. This overrides the detector's frame-score method, which is not
+    public API: pyproject pins scenedetect below 0.8, and the tests fail if the hook stops
+    being called."""
+    from scenedetect.detectors import AdaptiveDetector
+
+    class _Adaptive(AdaptiveDetector):
+        across_gap = False
+        _genuine = 0.0
+
+        def _calculate_frame_score(self, timecode, frame_img):
+            score = super()._calculate_frame_score(timecode, frame_img)  # also keeps this frame
+            if self.across_gap:
+                return self._genuine
+            self._genuine = score
+            return score
+
+    return _Adaptive(adaptive_threshold=ADAPTIVE_THRESHOLD, min_scene_len=MIN_SHOT, min_content_val=MIN_CONTENT)
 
 
 class CutDetector:
-    """Call it with each decoded frame and its time (an `on_decoded` hook); `cuts()` at the end."""
+    """Call it with each decoded frame, its time and whether a gap lies before it (an
+    `on_decoded` hook, `video.DecodedHook`); `cuts()` at the end."""
 
     def __init__(self, fps: float):
         self.fps = float(fps) if fps and fps > 0 else 25.0
         self._cuts: list[float] = []
-        self._detector = None
-        self._last: float | None = None
+        self._detector = _adaptive_detector()
         self._size: tuple[int, int] | None = None
         self._scaler = av.video.reformatter.VideoReformatter()
+        self.gaps = 0  # frames seen after a gap (a GOP tail left undecoded, a seek)
 
-    def _new_detector(self):
-        from scenedetect.detectors import AdaptiveDetector
-
-        return AdaptiveDetector(
-            adaptive_threshold=ADAPTIVE_THRESHOLD, min_scene_len=MIN_SHOT, min_content_val=MIN_CONTENT
-        )
-
-    def __call__(self, frame: av.VideoFrame, time: float) -> None:
+    def __call__(self, frame: av.VideoFrame, time: float, after_gap: bool = False) -> None:
         from scenedetect import FrameTimecode
 
-        if self._detector is None or (self._last is not None and time - self._last > GAP_FRAMES / self.fps):
-            self._detector = self._new_detector()  # the first frame, or the first after a seek
-        self._last = time
+        self.gaps += after_gap
+        self._detector.across_gap = after_gap
         if self._size is None:
             height = max(2, round(DETECT_WIDTH * frame.height / max(frame.width, 1) / 2) * 2)
             self._size = (min(DETECT_WIDTH, frame.width), min(height, frame.height))

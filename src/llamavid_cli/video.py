@@ -66,11 +66,18 @@ timestamps decode every frame; I/P-only H.264 and VP9 (no disposable frames) los
 GOP tails. Seeking over long gaps and skipping combine: the seek lands on a keyframe and the
 decode forward from it skips too.
 
-A scene-cut detector run in the same pass (`on_decoded`, shots.py) sees the reference frames
-and the chosen ones: with an observer the GOP tails are decoded (only the disposable frames are
-left out), and with x264's default 3 B-frames and b-pyramid the reference frames are at most 2
-frames apart (4 without b-pyramid), so a cut is placed within that many frames of where a full
-decode would put it (under 0.1 s at 25–30 fps).
+A scene-cut detector run in the same pass (`on_decoded`, shots.py) sees the frames decoded:
+the chosen ones and the references they need, at most 2 frames apart with x264's default 3
+B-frames and b-pyramid (4 without), so a cut is placed within that many frames of where a full
+decode would put it. A GOP tail is decoded for it only where a new shot may start: when one of
+its reference packets is much larger than the ones before it (the first frame of a shot cannot
+be predicted from the last shot, so encoders code it intra, as an I- or a large P-frame), or
+when the reset that ends it comes before the encoder's clock would put one (x264's scenecut
+starts a shot with an IDR; the clock is the longest distance between resets, once it has been
+seen twice). Other tails are left out, and the frame after one is marked as no neighbour of
+the last one seen (`DecodedHook`). What this misses: a cut inside a tail to a picture that
+costs fewer bits than the last shot's (a cut to black, say), and one that falls exactly on a
+keyframe the encoder's clock put there.
 
 Undecodable packets and damaged frames are skipped and counted; one warning at the end says
 what was lost. Only a file from which no frame at all can be decoded is an error.
@@ -108,7 +115,9 @@ from .pixels import CropResizer, resize_and_crop
 WarningHook = Callable[[str], None]
 # Sees every frame the decoder outputs (chosen or not) with its time: shot-cut detection in the
 # same pass (shots.py). Times only increase: a stretch decoded again after a restart is not re-sent.
-DecodedHook = Callable[[av.VideoFrame, float], None]
+# The third argument, `after_gap`, is True when reference frames before this one were left
+# undecoded (a GOP tail, see `_Skim`) or a seek skipped ahead: it is no neighbour of the last one.
+DecodedHook = Callable[[av.VideoFrame, float, bool], None]
 
 _log = logging.getLogger(__name__)
 
@@ -308,7 +317,8 @@ def iter_frames(
         the full frame is returned.
     on_warning: called once, at the end, with one line if packets or frames were lost.
     on_decoded: called with every undamaged frame the decoder outputs before the range's end
-        (not only the chosen ones) and its time, before that frame is yielded; not for images.
+        (not only the chosen ones), its time and whether a gap lies before it (`DecodedHook`),
+        before that frame is yielded; not for images.
     """
     sampling = sampling or Sampling()
     _check_options(sampling, size)
@@ -668,7 +678,8 @@ def _stream_frames(
     skipped = 0
     held_back: list[Frame] = []  # chosen during probation
     first_target = target
-    observed = -math.inf  # time of the last frame given to on_decoded
+    observed = -math.inf  # time of the last frame given to on_decoded …
+    observed_index: int | None = None  # … and its index
 
     # Seek to the first slot when `start` is past the first frames, unless told never to seek.
     # Seeks aim half a frame past the wanted frame: when it is a keyframe itself, the backward
@@ -689,7 +700,7 @@ def _stream_frames(
             if nal is not None and (constant or not anchored):
                 skim = _Skim(src, nal, wanted, nominal=anchored)
                 skim.probation = probation
-                skim.keep_references = on_decoded is not None  # a cut detector sees every reference frame
+                skim.watched = on_decoded is not None  # GOP tails where a shot may start are decoded
             counted = -1  # decode-order position from the stream's start (when not anchored)
             stamps: list[int | None] = []  # pts of the frames output during probation
             try:
@@ -731,8 +742,12 @@ def _stream_frames(
                         target = None
                         break
                     if on_decoded is not None and t > observed and not vf.is_corrupt:
-                        observed = t
-                        on_decoded(vf, t)
+                        gap = observed_index is not None and (
+                            (anchored and counted == 0)
+                            or (skim is not None and skim.references_dropped(observed_index, index))
+                        )
+                        observed, observed_index = t, index
+                        on_decoded(vf, t, gap)
                     if index < target * stride:
                         continue  # not chosen: never converted to RGB
                     if start is not None and t < start - 1e-6:
@@ -914,6 +929,13 @@ _REORDER_MARGIN = 8
 # bound they are decoded after all.
 _HOLD_PACKETS = 1024
 _HOLD_BYTES = 64 * 1024 * 1024
+# With an observer (a cut detector), a held reference packet at least _SPIKE_RATIO times the
+# largest reference packet of the _SPIKE_SECONDS before it may start a new shot, and its GOP
+# tail is decoded (see `_Skim._end_tail`; bench/encode.py part 6 measures both). The span is
+# shots.MIN_SHOT (a test holds them equal): a cut's own packet hides a second cut only where no
+# second one is reported anyway.
+_SPIKE_RATIO = 1.5
+_SPIKE_SECONDS = 0.5
 
 
 class _NalReader:
@@ -1080,7 +1102,12 @@ class _Skim:
         self.skipped = 0
         self.probation = False  # True: send every packet (the clock is still being checked)
         self.last_seen: float | None = None  # the latest frame time demuxed, decoded or not
-        self.keep_references = False  # True: decode unwanted reference frames too (GOP tails kept)
+        self.watched = False  # True: an observer sees the frames; decode tails where shots may start
+        self.sizes: collections.deque[tuple[int, int]] = collections.deque()  # (index, size) of references
+        self.held_spike = False  # a held packet is much larger than the references before it
+        self.reset_at: int | None = None  # the index of the last reset …
+        self.gop_lengths: collections.Counter[int] = collections.Counter()  # … and the distances between them
+        self.dropped_references: list[int] = []  # sorted indices of the held references left out
 
     def push(self, packet: av.Packet) -> Iterator[av.Packet]:
         """The packets to decode now (decode order), given one more from the demuxer."""
@@ -1113,7 +1140,7 @@ class _Skim:
             yield from self._release(None)
         if self.lead is not None:
             yield from self._resolve_open()
-        self._drop_held()  # no wanted frame follows them
+        yield from self._end_tail(scheduled=True)  # no wanted frame follows them; nothing starts there
 
     def _release(self, bound: int | None) -> Iterator[av.Packet]:
         pending = self.pending
@@ -1130,6 +1157,12 @@ class _Skim:
 
     def _decide(self, packet: av.Packet, index: int) -> Iterator[av.Packet]:
         if self.probation:
+            if self.watched:  # the resets and sizes seen while every packet is decoded count too
+                kind = self.nal.kind(packet)
+                if kind & _RESET:
+                    self._scheduled(index)
+                elif not kind & (_DISPOSABLE | _OPEN):
+                    self._spike(index, packet.size)
             yield self._send(packet, index)
             return
         kind = self.nal.kind(packet)
@@ -1151,7 +1184,7 @@ class _Skim:
             for packet, index, kind in lead:
                 yield from self._place(packet, index, kind)
             return
-        self._drop_held()
+        yield from self._end_tail(self._scheduled(lead[0][1]))
         for packet, index, kind in lead:
             if kind & _RASL:
                 self._drop(packet, index)
@@ -1159,19 +1192,25 @@ class _Skim:
                 yield from self._place(packet, index, kind)
 
     def _place(self, packet: av.Packet, index: int, kind: int) -> Iterator[av.Packet]:
+        spike = False
         if kind & _RESET:
-            self._drop_held()
+            scheduled = self._scheduled(index)
+            yield from self._end_tail(scheduled)
+            spike = not scheduled  # held itself (a GOP with no wanted frame), it may start a shot
+        elif self.watched and not kind & (_DISPOSABLE | _OPEN):  # intra pictures set no scale
+            spike = self._spike(index, packet.size)
         if self.wanted(index):
             yield from self._send_held()
             yield self._send(packet, index)
         elif kind & _DISPOSABLE:
             self._drop(packet, index)
-        elif kind & _KEEP or self.keep_references:
+        elif kind & _KEEP:
             yield from self._send_held()
             yield self._send(packet, index)
         else:
             self.held.append((packet, index))
             self.held_bytes += packet.size
+            self.held_spike = self.held_spike or spike
             if len(self.held) > _HOLD_PACKETS or self.held_bytes > _HOLD_BYTES:
                 yield from self._send_held()
 
@@ -1179,8 +1218,53 @@ class _Skim:
         heapq.heappush(self.sent, index)
         return packet
 
+    def _end_tail(self, scheduled: bool) -> Iterator[av.Packet]:
+        """At a reset, or the stream's end, the held references are needed by nothing wanted:
+        left out, unless an observer watches and a shot may start among them (`_spike`) or on
+        the reset (not `_scheduled`). Then they are decoded, so the observer sees every reference
+        frame up to the reset, and the reset as the neighbour of the last of them."""
+        if not self.held:
+            return
+        if self.watched and (self.held_spike or not scheduled):
+            yield from self._send_held()
+            return
+        if self.watched:
+            for _, index in self.held:
+                bisect.insort(self.dropped_references, index)
+        self._drop_held()
+
+    def _spike(self, index: int, size: int) -> bool:
+        """Whether a reference packet is much larger than the ones of the last _SPIKE_SECONDS
+        (decode order): the first frame of a new shot cannot be predicted from the last shot's
+        frames, so the encoder codes it (mostly) intra, whether as a P- or an I-frame. With
+        fewer than two to compare with, it may be."""
+        sizes, span = self.sizes, _SPIKE_SECONDS * self.src.fps
+        while sizes and sizes[0][0] < index - span:
+            sizes.popleft()
+        spike = len(sizes) < 2 or size >= _SPIKE_RATIO * max(s for _, s in sizes)
+        sizes.append((index, size))
+        return spike
+
+    def _scheduled(self, reset: int) -> bool:
+        """Whether the encoder put this reset where its clock said, not where the picture
+        changed: its distance from the last reset is the longest one seen and was seen before
+        (x264's keyint, a fixed GOP). Before that is known, no reset counts as scheduled, and
+        neither does one an encoder put early (x264's scenecut: a new shot)."""
+        last, self.reset_at = self.reset_at, reset
+        if last is None or reset <= last:
+            return False
+        length = reset - last
+        self.gop_lengths[length] += 1
+        return self.gop_lengths[length] >= 2 and length >= max(self.gop_lengths)
+
+    def references_dropped(self, lo: int, hi: int) -> bool:
+        """Whether a held reference with index in (lo, hi) was left out (forgets those up to lo)."""
+        drop = self.dropped_references
+        del drop[: bisect.bisect_right(drop, lo)]
+        return bool(drop) and drop[0] < hi
+
     def _send_held(self) -> Iterator[av.Packet]:
-        held, self.held, self.held_bytes = self.held, [], 0
+        held, self.held, self.held_bytes, self.held_spike = self.held, [], 0, False
         for packet, index in held:
             yield self._send(packet, index)
 
@@ -1192,7 +1276,7 @@ class _Skim:
     def _drop_held(self) -> None:
         for packet, index in self.held:
             self._drop(packet, index)
-        self.held, self.held_bytes = [], 0
+        self.held, self.held_bytes, self.held_spike = [], 0, False
 
     def index_of(self, frame: av.VideoFrame) -> int:
         """The index of a decoded frame; `_Inexact` unless it is the next one sent."""

@@ -65,10 +65,11 @@ def encode(
     cuts: Annotated[
         bool,
         typer.Option(
-            "--cuts",
-            help="Also find the shot cuts in the same decode and store them, for `llamavid chapters FILE.vidtok`.",
+            "--cuts/--no-cuts",
+            help="Find the shot cuts in the same decode and store them, for `llamavid chapters FILE.vidtok` "
+            "(--no-cuts: about a tenth less decoding CPU).",
         ),
-    ] = False,
+    ] = True,
     models: o.ModelOptions = o.ModelOptions(),
     subs: o.SubtitleOptions = o.SubtitleOptions(),
     frames: o.SamplingOptions = o.SamplingOptions(),

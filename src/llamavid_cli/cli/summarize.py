@@ -318,7 +318,7 @@ def summarize(
             run_opts.use_cache,
             run_opts.fit,
             run.subs,
-            cuts=chapters_fmt is not None,
+            cuts=True if chapters_fmt is not None else None,
         )
         outcomes = batch.summarize(run.loaded, files, job, batch_size=batch.auto_batch_size(run.loaded, size))
         after = None

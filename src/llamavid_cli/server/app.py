@@ -151,17 +151,27 @@ def create_app(loaded: Loaded, policy: Policy, *, max_queue: int = 16) -> FastAP
     return app
 
 
+# An oversize body is still read, and dropped, up to this many bytes past the cap before the
+# 413 goes out: a server that answers and closes with the body unread resets the connection
+# under a client still sending (urllib, `Connection: close`), which then sees no answer at all.
+_DRAIN_BYTES = 256 * 1024 * 1024
+
+
 async def _read(request: Request, policy: Policy) -> Any:
-    """The body as JSON, read no further than the upload cap allows (413 beyond it)."""
+    """The body as JSON, kept no further than the upload cap allows (413 beyond it)."""
     limit = policy.body_limit()
     declared = request.headers.get("content-length")
-    if declared and declared.isdigit() and int(declared) > limit:
-        policy.check_upload(int(declared) * 3 // 4)
-    data = bytearray()
+    size = int(declared) if declared and declared.isdigit() else 0
+    data, seen = bytearray(), 0
     async for piece in request.stream():
+        seen += len(piece)
+        if size > limit or seen > limit:
+            if seen > limit + _DRAIN_BYTES:
+                break
+            continue
         data += piece
-        if len(data) > limit:
-            policy.check_upload(len(data) * 3 // 4)
+    if size > limit or seen > limit:
+        policy.check_upload(max(size, seen) * 3 // 4)
     try:
         return json.loads(data)
     except (ValueError, UnicodeDecodeError):
