@@ -353,3 +353,48 @@ def make_pan(
         for packet in stream.encode():
             container.mux(packet)
     return path
+
+
+def make_grainy_scenes(
+    path: str | Path,
+    *,
+    scenes: Sequence[float] = (1.5, 2.0, 4.5),
+    fps: int = 10,
+    width: int = 320,
+    height: int = 192,
+    grain: int = 40,
+    encoder_options: dict[str, str] | None = None,
+) -> Path:
+    """Hard cuts between panning textures under heavy grain (fresh noise up to `grain` on every
+    frame, from 7 patterns), x264 `medium` unless `encoder_options` say otherwise. The grain
+    makes every frame cost about the same bits, so a cut's packets hardly stand out by size.
+    Scene k permutes the colour channels (and inverts the odd ones); the cuts lie where
+    `scene_cuts` says."""
+    path = Path(path)
+    rng = np.random.default_rng(0)
+    counts = [round(s * fps) for s in scenes]
+    span = 3 * sum(counts) + 97 * len(counts)  # the pan never wraps: no cut but the scenes'
+    ys, xs = np.mgrid[0:height, 0 : width + span].astype(np.float32)
+    base = (100 + 60 * np.sin(xs / 41.0) * np.cos(ys / 29.0) + 40 * np.sin((xs + 2 * ys) / 13.0)).astype(np.int16)
+    noise = [rng.integers(0, grain, (height, width, 3)) for _ in range(7)]
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=fps)
+        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        stream.options = encoder_options or {"preset": "medium", "crf": "23"}
+        index = 0
+        for scene, count in enumerate(counts):
+            for _ in range(count):
+                start = 3 * index + 97 * scene
+                plane = base[:, start : start + width]
+                rgb = np.stack([plane, plane + 30, plane - 20], axis=-1)[..., [(scene + c) % 3 for c in range(3)]]
+                if scene % 2:
+                    rgb = 255 - rgb
+                rgb = (rgb + noise[(3 * index) % 7]).clip(0, 255).astype(np.uint8)
+                frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24")
+                frame.pts = index
+                index += 1
+                for packet in stream.encode(frame):
+                    container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    return path

@@ -90,14 +90,29 @@ def test_no_cut_is_found_across_a_tail_left_undecoded(tmp_path):
     clip = media.make_pan(tmp_path / "pan.mp4", encoder_options=FIXED_GOP)
     told, blind = shots.CutDetector(FPS), shots.CutDetector(FPS)
 
-    def both(frame, time, after_gap):
-        told(frame, time, after_gap)
-        blind(frame, time, False)  # the same frames, the gaps not said
+    def both(frame, time, gap):
+        told(frame, time, gap)
+        blind(frame, time, None)  # the same frames, the gaps not said
 
     list(video.iter_frames(clip, size=16, on_decoded=both))
     assert told.gaps >= 1
     assert blind.cuts()  # a second of panning scores like a cut between neighbours …
     assert told.cuts() == ()  # … so across a gap no cut is looked for
+    assert told.filled == 0  # and panning keeps the colours: no tail was decoded after all
+
+
+def test_a_cut_the_packet_sizes_hide_is_found_by_decoding_the_tail_after_all(tmp_path):
+    scenes = (1.5, 2.0, 4.5)  # the cut at frame 35 lies in a tail; under grain its packets barely stand out
+    clip = media.make_grainy_scenes(
+        tmp_path / "grain.mp4", scenes=scenes, fps=FPS, encoder_options={**FIXED_GOP, "preset": "medium", "crf": "23"}
+    )
+    detector = shots.CutDetector(FPS)
+    list(video.iter_frames(clip, size=16, on_decoded=detector))
+    truth = media.scene_cuts(scenes, FPS)
+    assert len(detector.cuts()) == len(truth), (detector.cuts(), truth)
+    for found, true in zip(detector.cuts(), truth):
+        assert abs(found - true) <= 1 / FPS + 1e-6, (detector.cuts(), truth)
+    assert detector.filled >= 1  # the colours changed across a tail left out: it was decoded after all
 
 
 def test_the_decoder_judges_packet_sizes_over_the_shortest_shot():

@@ -70,14 +70,18 @@ A scene-cut detector run in the same pass (`on_decoded`, shots.py) sees the fram
 the chosen ones and the references they need, at most 2 frames apart with x264's default 3
 B-frames and b-pyramid (4 without), so a cut is placed within that many frames of where a full
 decode would put it. A GOP tail is decoded for it only where a new shot may start: when one of
-its reference packets is much larger than the ones before it (the first frame of a shot cannot
-be predicted from the last shot, so encoders code it intra, as an I- or a large P-frame), or
-when the reset that ends it comes before the encoder's clock would put one (x264's scenecut
-starts a shot with an IDR; the clock is the longest distance between resets, once it has been
-seen twice). Other tails are left out, and the frame after one is marked as no neighbour of
-the last one seen (`DecodedHook`). What this misses: a cut inside a tail to a picture that
-costs fewer bits than the last shot's (a cut to black, say), and one that falls exactly on a
-keyframe the encoder's clock put there.
+its packets is much larger than the ones of its kind before it (the first frame of a shot
+cannot be predicted from the last shot, so encoders code it intra, as an I- or a large
+P-frame, and the B-frames beside it lose one of their two predictions), or when the reset that
+ends it comes before the encoder's clock would put one (x264's scenecut starts a shot with an
+IDR; the clock is the longest distance between resets, once it has been seen twice). Other
+tails are left out, and the frame after one comes with a `Gap`: it is no neighbour of the last
+one seen, and `Gap.frames()` decodes the tail after all, with a second decoder from the GOP's
+keyframe (its packets are kept while an observer watches), for a detector that sees the colours
+change across it (where every frame costs about the same bits, under heavy grain, or a cut goes
+to a picture cheaper than the last shot's). What this misses: a cut inside a tail between two
+shots of the same colours whose packets do not stand out, and a cut exactly on a keyframe the
+encoder's clock put there.
 
 Undecodable packets and damaged frames are skipped and counted; one warning at the end says
 what was lost. Only a file from which no frame at all can be decoded is an error.
@@ -113,11 +117,25 @@ from .errors import UsageError, VideoError
 from .pixels import CropResizer, resize_and_crop
 
 WarningHook = Callable[[str], None]
-# Sees every frame the decoder outputs (chosen or not) with its time: shot-cut detection in the
-# same pass (shots.py). Times only increase: a stretch decoded again after a restart is not re-sent.
-# The third argument, `after_gap`, is True when reference frames before this one were left
-# undecoded (a GOP tail, see `_Skim`) or a seek skipped ahead: it is no neighbour of the last one.
-DecodedHook = Callable[[av.VideoFrame, float, bool], None]
+
+
+@dataclass(frozen=True)
+class Gap:
+    """Reference frames left undecoded (a GOP tail, see `_Skim`) or skipped by a seek, just
+    before the frame an `on_decoded` hook is given: that frame is no neighbour of the last one.
+    `frames()` decodes a tail now, with a second decoder from the GOP's keyframe, and returns
+    its frames with their times, in order (empty after a seek, or where it cannot be done)."""
+
+    fill: Callable[[], list[tuple[av.VideoFrame, float]]] | None = None
+
+    def frames(self) -> list[tuple[av.VideoFrame, float]]:
+        return self.fill() if self.fill is not None else []
+
+
+# Sees every frame the decoder outputs (chosen or not) with its time, and the `Gap` before it
+# (None: it follows the last one given): shot-cut detection in the same pass (shots.py). Times
+# only increase: a stretch decoded again after a restart is not re-sent.
+DecodedHook = Callable[[av.VideoFrame, float, "Gap | None"], None]
 
 _log = logging.getLogger(__name__)
 
@@ -317,7 +335,7 @@ def iter_frames(
         the full frame is returned.
     on_warning: called once, at the end, with one line if packets or frames were lost.
     on_decoded: called with every undamaged frame the decoder outputs before the range's end
-        (not only the chosen ones), its time and whether a gap lies before it (`DecodedHook`),
+        (not only the chosen ones), its time and the `Gap` before it, if any (`DecodedHook`),
         before that frame is yielded; not for images.
     """
     sampling = sampling or Sampling()
@@ -742,10 +760,11 @@ def _stream_frames(
                         target = None
                         break
                     if on_decoded is not None and t > observed and not vf.is_corrupt:
-                        gap = observed_index is not None and (
-                            (anchored and counted == 0)
-                            or (skim is not None and skim.references_dropped(observed_index, index))
-                        )
+                        gap = None
+                        if observed_index is not None and anchored and counted == 0:
+                            gap = Gap()  # a seek: nothing to fill it with
+                        elif observed_index is not None and skim is not None:
+                            gap = skim.gap(observed_index, index)
                         observed, observed_index = t, index
                         on_decoded(vf, t, gap)
                     if index < target * stride:
@@ -929,13 +948,17 @@ _REORDER_MARGIN = 8
 # bound they are decoded after all.
 _HOLD_PACKETS = 1024
 _HOLD_BYTES = 64 * 1024 * 1024
-# With an observer (a cut detector), a held reference packet at least _SPIKE_RATIO times the
-# largest reference packet of the _SPIKE_SECONDS before it may start a new shot, and its GOP
-# tail is decoded (see `_Skim._end_tail`; bench/encode.py part 6 measures both). The span is
-# shots.MIN_SHOT (a test holds them equal): a cut's own packet hides a second cut only where no
-# second one is reported anyway.
+# With an observer (a cut detector), a packet in a GOP tail at least _SPIKE_RATIO times the
+# largest of its kind (reference or disposable) in the _SPIKE_SECONDS before it may be where a
+# new shot starts, and the tail is decoded (`_Skim._spike`, `_Skim._end_tail`; bench/encode.py
+# part 6 measures both). The span is shots.MIN_SHOT (a test holds them equal): a cut's own
+# packet hides a second cut only where no second one is reported anyway.
 _SPIKE_RATIO = 1.5
 _SPIKE_SECONDS = 0.5
+# … and the packet is at least 1/_SPIKE_OF_KEYFRAME of the last keyframe's: a frame starting a
+# shot is coded (mostly) intra, while a tiny packet that doubles says nothing.
+_SPIKE_OF_KEYFRAME = 16
+_TAILS_KEPT = 4  # tails kept to be decoded on request (`Gap.frames`); the decoder's delay is shorter
 
 
 class _NalReader:
@@ -1067,6 +1090,14 @@ def _sei_types(payload: memoryview | bytes) -> frozenset[int]:
     return frozenset(types)
 
 
+@dataclass(frozen=True)
+class _Tail:
+    """A GOP tail left out while an observer watched: what `_Skim._fill` needs to decode it."""
+
+    indices: dict[int, int]  # pts → index of its frames
+    packets: list[av.Packet] | None  # the GOP's non-disposable packets from its keyframe on (None: too big)
+
+
 class _Skim:
     """Between demuxer and decoder: drops the packets of unwanted non-reference frames.
 
@@ -1103,11 +1134,18 @@ class _Skim:
         self.probation = False  # True: send every packet (the clock is still being checked)
         self.last_seen: float | None = None  # the latest frame time demuxed, decoded or not
         self.watched = False  # True: an observer sees the frames; decode tails where shots may start
-        self.sizes: collections.deque[tuple[int, int]] = collections.deque()  # (index, size) of references
-        self.held_spike = False  # a held packet is much larger than the references before it
+        self.sizes: dict[bool, collections.deque[tuple[int, int]]] = {  # (index, size), by disposable or not
+            False: collections.deque(),
+            True: collections.deque(),
+        }
+        self.held_spike = False  # since the last decoded reference, a packet much larger than its kind
+        self.keyframe_bytes = 0  # the size of the last intra picture (reset or CRA)
         self.reset_at: int | None = None  # the index of the last reset …
         self.gop_lengths: collections.Counter[int] = collections.Counter()  # … and the distances between them
         self.dropped_references: list[int] = []  # sorted indices of the held references left out
+        self.gop: list[av.Packet] | None = []  # the GOP's non-disposable packets so far (None: too many bytes)
+        self.gop_bytes = 0
+        self.tails: collections.deque[_Tail] = collections.deque(maxlen=_TAILS_KEPT)  # left out, fillable
 
     def push(self, packet: av.Packet) -> Iterator[av.Packet]:
         """The packets to decode now (decode order), given one more from the demuxer."""
@@ -1161,8 +1199,11 @@ class _Skim:
                 kind = self.nal.kind(packet)
                 if kind & _RESET:
                     self._scheduled(index)
-                elif not kind & (_DISPOSABLE | _OPEN):
-                    self._spike(index, packet.size)
+                if kind & (_RESET | _OPEN):
+                    self._new_gop(packet)
+                else:
+                    self._spike(index, packet.size, bool(kind & _DISPOSABLE))
+                    self._keep_in_gop(packet, kind)
             yield self._send(packet, index)
             return
         kind = self.nal.kind(packet)
@@ -1185,25 +1226,34 @@ class _Skim:
                 yield from self._place(packet, index, kind)
             return
         yield from self._end_tail(self._scheduled(lead[0][1]))
+        if self.watched:
+            self._new_gop(lead[0][0])  # a decoder can start at a CRA, its RASL pictures left out
+            lead, first = lead[1:], lead[0]
+            yield from self._place(*first, in_gop=True)
         for packet, index, kind in lead:
             if kind & _RASL:
                 self._drop(packet, index)
             else:
                 yield from self._place(packet, index, kind)
 
-    def _place(self, packet: av.Packet, index: int, kind: int) -> Iterator[av.Packet]:
+    def _place(self, packet: av.Packet, index: int, kind: int, in_gop: bool = False) -> Iterator[av.Packet]:
         spike = False
         if kind & _RESET:
             scheduled = self._scheduled(index)
             yield from self._end_tail(scheduled)
             spike = not scheduled  # held itself (a GOP with no wanted frame), it may start a shot
-        elif self.watched and not kind & (_DISPOSABLE | _OPEN):  # intra pictures set no scale
-            spike = self._spike(index, packet.size)
+            if self.watched:
+                self._new_gop(packet)
+        elif self.watched and not in_gop:
+            if not kind & _OPEN:  # intra pictures set no scale
+                spike = self._spike(index, packet.size, bool(kind & _DISPOSABLE))
+            self._keep_in_gop(packet, kind)
         if self.wanted(index):
             yield from self._send_held()
             yield self._send(packet, index)
         elif kind & _DISPOSABLE:
             self._drop(packet, index)
+            self.held_spike = self.held_spike or spike  # a shot may start beside it
         elif kind & _KEEP:
             yield from self._send_held()
             yield self._send(packet, index)
@@ -1223,27 +1273,67 @@ class _Skim:
         left out, unless an observer watches and a shot may start among them (`_spike`) or on
         the reset (not `_scheduled`). Then they are decoded, so the observer sees every reference
         frame up to the reset, and the reset as the neighbour of the last of them."""
-        if not self.held:
-            return
-        if self.watched and (self.held_spike or not scheduled):
+        if self.held and self.watched and (self.held_spike or not scheduled):
             yield from self._send_held()
             return
-        if self.watched:
+        if self.watched and self.held:
             for _, index in self.held:
                 bisect.insort(self.dropped_references, index)
+            packets = list(self.gop) if self.gop is not None else None
+            self.tails.append(_Tail({p.pts: i for p, i in self.held}, packets))
         self._drop_held()
 
-    def _spike(self, index: int, size: int) -> bool:
-        """Whether a reference packet is much larger than the ones of the last _SPIKE_SECONDS
-        (decode order): the first frame of a new shot cannot be predicted from the last shot's
-        frames, so the encoder codes it (mostly) intra, whether as a P- or an I-frame. With
-        fewer than two to compare with, it may be."""
-        sizes, span = self.sizes, _SPIKE_SECONDS * self.src.fps
+    def _spike(self, index: int, size: int, disposable: bool) -> bool:
+        """Whether a packet is much larger than the ones of its kind (reference or disposable)
+        of the last _SPIKE_SECONDS (decode order): the first frame of a new shot cannot be
+        predicted from the last shot's frames, so the encoder codes it (mostly) intra, as an I-
+        or a large P-frame, and the B-frames beside a cut lose one of their two predictions.
+        Where every P-frame costs nearly an I-frame's bits (grain, noise), the P-frame at a cut
+        barely stands out, and the B-frames beside it do. With fewer than two to compare with,
+        a reference packet may be a spike (a disposable one says nothing)."""
+        sizes, span = self.sizes[disposable], _SPIKE_SECONDS * self.src.fps
         while sizes and sizes[0][0] < index - span:
             sizes.popleft()
-        spike = len(sizes) < 2 or size >= _SPIKE_RATIO * max(s for _, s in sizes)
+        spike = not disposable if len(sizes) < 2 else size >= _SPIKE_RATIO * max(s for _, s in sizes)
         sizes.append((index, size))
-        return spike
+        return spike and size * _SPIKE_OF_KEYFRAME >= self.keyframe_bytes
+
+    def _new_gop(self, packet: av.Packet) -> None:
+        self.keyframe_bytes = packet.size
+        self.gop, self.gop_bytes = [packet], packet.size
+
+    def _keep_in_gop(self, packet: av.Packet, kind: int) -> None:
+        """Keep what a second decoder needs to decode this GOP's tail again (`gap`)."""
+        if self.gop is None or kind & _DISPOSABLE:
+            return
+        self.gop.append(packet)
+        self.gop_bytes += packet.size
+        if self.gop_bytes > _HOLD_BYTES:
+            self.gop = None
+
+    def gap(self, lo: int, hi: int) -> Gap | None:
+        """The `Gap` between frames lo and hi, if held references there were left out."""
+        if not self.references_dropped(lo, hi):
+            return None
+        tails = [t for t in self.tails if any(lo < i < hi for i in t.indices.values())]
+        return Gap(lambda: [f for tail in tails for f in self._fill(tail)])
+
+    def _fill(self, tail: _Tail) -> list[tuple[av.VideoFrame, float]]:
+        """A tail's frames, decoded again from its GOP's keyframe by a decoder of their own."""
+        if tail.packets is None:
+            return []
+        stream = self.src.stream
+        codec = av.CodecContext.create(stream.codec_context.name, "r")
+        codec.extradata = stream.codec_context.extradata
+        frames: list[av.VideoFrame] = []
+        try:
+            for packet in tail.packets:
+                frames += codec.decode(packet)
+            frames += codec.decode(None)
+        except av.error.FFmpegError:
+            return []
+        kept = [(f, self.src.packet_time(f.pts)) for f in frames if f.pts in tail.indices and not f.is_corrupt]
+        return sorted(kept, key=lambda pair: pair[1])
 
     def _scheduled(self, reset: int) -> bool:
         """Whether the encoder put this reset where its clock said, not where the picture
