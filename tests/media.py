@@ -10,7 +10,7 @@ Everything is small (64×48 to 320×240, a few seconds) so the whole suite stays
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from fractions import Fraction
 from pathlib import Path
 
@@ -283,13 +283,9 @@ def make_scenes(
     with a small grey square moving across it. Encoded with x264 `veryfast` (B-frames with
     b-pyramid, scenecut on: what real files have), so the first frame of each scene is where an
     encoder puts a new shot. The cuts lie at the frame times round(sum(scenes[:i]) · fps) / fps."""
-    path = Path(path)
     counts = [round(s * fps) for s in scenes]
-    with av.open(str(path), "w") as container:
-        stream = container.add_stream("libx264", rate=fps)
-        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
-        stream.options = encoder_options or {"preset": "veryfast", "crf": "18"}
-        index = 0
+
+    def pictures() -> Iterator[np.ndarray]:
         for scene, count in enumerate(counts):
             colour = SCENE_COLOURS[scene % len(SCENE_COLOURS)]
             for i in range(count):
@@ -298,11 +294,24 @@ def make_scenes(
                 side = max(4, height // 6)
                 x = (i * 2) % max(1, width - side)
                 img[height // 2 - side // 2 : height // 2 + side // 2, x : x + side] = 128
-                frame = av.VideoFrame.from_ndarray(img, format="rgb24")
-                frame.pts = index
-                index += 1
-                for packet in stream.encode(frame):
-                    container.mux(packet)
+                yield img
+
+    return _encode_h264(path, pictures(), fps, encoder_options or {"preset": "veryfast", "crf": "18"})
+
+
+def _encode_h264(path: str | Path, pictures: Iterable[np.ndarray], fps: int, options: dict[str, str]) -> Path:
+    """Encode RGB pictures (all one size) with x264 at a constant `fps`, frame i at pts i."""
+    path = Path(path)
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=fps)
+        stream.pix_fmt, stream.options = "yuv420p", options
+        for index, picture in enumerate(pictures):
+            if index == 0:
+                stream.height, stream.width = picture.shape[:2]
+            frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(picture), format="rgb24")
+            frame.pts = index
+            for packet in stream.encode(frame):
+                container.mux(packet)
         for packet in stream.encode():
             container.mux(packet)
     return path
@@ -327,7 +336,6 @@ def make_pan(
     """One shot, no cut: a colourful smooth texture panning `speed` pixels a frame (x264
     `veryfast` unless `encoder_options` say otherwise). Over a second of frames it changes as
     much as a cut does between neighbours; between neighbours it changes little."""
-    path = Path(path)
     total = round(seconds * fps)
     ys, xs = np.mgrid[0:height, 0 : width + speed * total].astype(np.float32)
     texture = np.stack(
@@ -339,20 +347,8 @@ def make_pan(
         axis=-1,
     )
     texture = texture.clip(0, 255).astype(np.uint8)
-    with av.open(str(path), "w") as container:
-        stream = container.add_stream("libx264", rate=fps)
-        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
-        stream.options = encoder_options or {"preset": "veryfast", "crf": "18"}
-        for i in range(total):
-            frame = av.VideoFrame.from_ndarray(
-                np.ascontiguousarray(texture[:, speed * i : speed * i + width]), format="rgb24"
-            )
-            frame.pts = i
-            for packet in stream.encode(frame):
-                container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
-    return path
+    pictures = (texture[:, speed * i : speed * i + width] for i in range(total))
+    return _encode_h264(path, pictures, fps, encoder_options or {"preset": "veryfast", "crf": "18"})
 
 
 def make_grainy_scenes(
@@ -370,17 +366,14 @@ def make_grainy_scenes(
     makes every frame cost about the same bits, so a cut's packets hardly stand out by size.
     Scene k permutes the colour channels (and inverts the odd ones); the cuts lie where
     `scene_cuts` says."""
-    path = Path(path)
     rng = np.random.default_rng(0)
     counts = [round(s * fps) for s in scenes]
     span = 3 * sum(counts) + 97 * len(counts)  # the pan never wraps: no cut but the scenes'
     ys, xs = np.mgrid[0:height, 0 : width + span].astype(np.float32)
     base = (100 + 60 * np.sin(xs / 41.0) * np.cos(ys / 29.0) + 40 * np.sin((xs + 2 * ys) / 13.0)).astype(np.int16)
     noise = [rng.integers(0, grain, (height, width, 3)) for _ in range(7)]
-    with av.open(str(path), "w") as container:
-        stream = container.add_stream("libx264", rate=fps)
-        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
-        stream.options = encoder_options or {"preset": "medium", "crf": "23"}
+
+    def pictures() -> Iterator[np.ndarray]:
         index = 0
         for scene, count in enumerate(counts):
             for _ in range(count):
@@ -389,12 +382,7 @@ def make_grainy_scenes(
                 rgb = np.stack([plane, plane + 30, plane - 20], axis=-1)[..., [(scene + c) % 3 for c in range(3)]]
                 if scene % 2:
                     rgb = 255 - rgb
-                rgb = (rgb + noise[(3 * index) % 7]).clip(0, 255).astype(np.uint8)
-                frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24")
-                frame.pts = index
+                yield (rgb + noise[(3 * index) % 7]).clip(0, 255).astype(np.uint8)
                 index += 1
-                for packet in stream.encode(frame):
-                    container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
-    return path
+
+    return _encode_h264(path, pictures(), fps, encoder_options or {"preset": "medium", "crf": "23"})
