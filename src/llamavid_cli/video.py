@@ -958,7 +958,11 @@ _SPIKE_SECONDS = 0.5
 # … and the packet is at least 1/_SPIKE_OF_KEYFRAME of the last keyframe's: a frame starting a
 # shot is coded (mostly) intra, while a tiny packet that doubles says nothing.
 _SPIKE_OF_KEYFRAME = 16
-_TAILS_KEPT = 4  # tails kept to be decoded on request (`Gap.frames`); the decoder's delay is shorter
+# Tails left out are kept to be decoded on request (`Gap.frames`): the last _TAILS_KEPT (the
+# decoder outputs a tail's next frame within a GOP of it), each with its GOP's packets up to
+# _FILL_BYTES (a longer GOP's tail is not decoded again).
+_TAILS_KEPT = 2
+_FILL_BYTES = 32 * 1024 * 1024
 
 
 class _NalReader:
@@ -1308,7 +1312,7 @@ class _Skim:
             return
         self.gop.append(packet)
         self.gop_bytes += packet.size
-        if self.gop_bytes > _HOLD_BYTES:
+        if self.gop_bytes > _FILL_BYTES:
             self.gop = None
 
     def gap(self, lo: int, hi: int) -> Gap | None:
