@@ -21,7 +21,8 @@ colours on the two sides of a tail differ (`histogram_change`: a new shot, not m
 tail is decoded after all by a second decoder (`video.Gap.frames`) and goes through the
 detector like any other stretch; otherwise the frame after the gap is given the median of the
 last genuine scores (`_Adaptive`), so no cut is found across it and the rolling average goes on
-undisturbed on both sides.
+undisturbed on both sides. A stretch a seek skipped (sparse sampling on a stream with short
+keyframe intervals, video.py's seek path) is never decoded: a cut inside it is not found.
 
 The threshold on the adaptive ratio is 2.0, not PySceneDetect's 3.0: with non-reference frames
 left undecoded, consecutive frames the detector sees are 1 to 4 frame periods apart, so the
