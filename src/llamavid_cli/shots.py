@@ -70,14 +70,16 @@ def _adaptive_detector():
     from scenedetect.detectors import AdaptiveDetector
 
     class _Adaptive(AdaptiveDetector):
-        across_gap = False
+        def __init__(self, **options):
+            super().__init__(**options)
+            self.across_gap = False
+            self._genuine: collections.deque[float] = collections.deque(maxlen=5)
 
         def _calculate_frame_score(self, timecode, frame_img):
             score = super()._calculate_frame_score(timecode, frame_img)  # also keeps this frame
-            genuine = self.__dict__.setdefault("_genuine", collections.deque(maxlen=5))
             if self.across_gap:
-                return statistics.median(genuine) if genuine else 0.0
-            genuine.append(score)
+                return statistics.median(self._genuine) if self._genuine else 0.0
+            self._genuine.append(score)
             return score
 
     return _Adaptive(adaptive_threshold=ADAPTIVE_THRESHOLD, min_scene_len=MIN_SHOT, min_content_val=MIN_CONTENT)
